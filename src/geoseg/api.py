@@ -1,0 +1,91 @@
+"""Run geoseg from Python: the same run as ``geoseg run``, for notebooks and other programs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect_dask import DaskTaskRunner
+
+from geoseg.config import DEFAULT_WORKERS, RunConfig
+from geoseg.flows.segment import RunResult, segment_rasters
+from geoseg.models.contract import read_model_spec
+from geoseg.models.greenery import default_model_path
+from geoseg.tasks.reading import describe_raster
+from geoseg.tasks.write import check_output
+
+
+def run(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    tile_size: int | None = None,
+    overlap_px: int | None = None,
+    batch_size: int = 8,
+    workers: int | None = None,
+    dask_address: str | None = None,
+    score_threshold: float = 0.5,
+    min_area_m2: float = 0.0,
+    simplify_m: float = 0.0,
+    overwrite: bool = False,
+    device: str = "auto",
+    threads_per_worker: int | None = None,
+) -> RunResult:
+    """Segment rasters into measured objects written to a GeoPackage.
+
+    Parameters are those of ``geoseg run`` (see ``RunConfig``). Returns where the output went
+    and the per-source, per-class summary (count and total area in m²).
+
+    Raises
+    ------
+    GeosegError
+        Bad input, a bad model, conflicting options or an unwritable output; nothing is written.
+    """
+    config = RunConfig(
+        inputs=tuple(os.fspath(path) for path in inputs),
+        output=Path(output),
+        model=None if model is None else os.fspath(model),
+        tile_size=tile_size,
+        overlap_px=overlap_px,
+        batch_size=batch_size,
+        workers=workers,
+        dask_address=dask_address,
+        score_threshold=score_threshold,
+        min_area_m2=min_area_m2,
+        simplify_m=simplify_m,
+        overwrite=overwrite,
+        device=device,
+        threads_per_worker=threads_per_worker,
+    )
+    return run_config(config)
+
+
+def run_config(config: RunConfig) -> RunResult:
+    """Check a run's inputs, model and output up front, then run the flow on Dask."""
+    spec = read_model_spec(config.model or default_model_path())
+    for path in config.inputs:
+        describe_raster(path, spec.bands)
+    config.tiling(spec.tile_size, spec.overlap)
+    check_output(config.output, config.overwrite)
+    if config.dask_address is None and config.threads_per_worker is None:
+        workers = config.workers or DEFAULT_WORKERS
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        config = RunConfig(**{**vars(config), "threads_per_worker": threads})
+    return segment_rasters.with_options(task_runner=task_runner(config))(config)
+
+
+def task_runner(config: RunConfig) -> DaskTaskRunner:
+    """A Dask task runner on the configured scheduler, or on a new local cluster of processes."""
+    if config.dask_address is not None:
+        return DaskTaskRunner(address=config.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": config.workers or DEFAULT_WORKERS,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": ":0",
+        },
+    )

@@ -1,0 +1,52 @@
+"""The ``geoseg`` command group: logging, quiet orchestration and error reporting live here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from geoseg import __version__
+from geoseg.cli.run import run_command
+from geoseg.errors import GeosegError
+
+QUIET_ORCHESTRATION = {
+    # The temporary Prefect server needs longer than the default on a cold start.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+
+class GeosegGroup(click.Group):
+    """Turns a ``GeosegError`` into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GeosegError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=GeosegGroup)
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("-v", "--verbose", is_flag=True, help="Show Prefect and Dask logs.")
+def cli(verbose: bool) -> None:
+    """Turn large georeferenced rasters into measured objects in a GeoPackage."""
+    for name, value in QUIET_ORCHESTRATION.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        for noisy in ("distributed", "prefect", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+cli.add_command(run_command)

@@ -1,0 +1,105 @@
+"""A run's configuration: every option of ``geoseg run``, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geoseg.errors import OptionsError
+from geoseg.tasks.tiling import check_tiling
+
+DEFAULT_TILE_SIZE = 512
+DEFAULT_OVERLAP_PX = 64
+DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Options of one run, from the CLI or the Python API.
+
+    Attributes
+    ----------
+    inputs : tuple[str, ...]
+        Rasters to segment: paths or anything GDAL opens.
+    output : Path
+        The GeoPackage to write.
+    model : str or None
+        A TorchScript model file following the model contract; None for the built-in model.
+    tile_size, overlap_px : int or None
+        Tiling in pixels; None takes the model's recommendation, else 512 and 64.
+    batch_size : int
+        Tiles per model call and per task.
+    workers : int or None
+        Processes of the local Dask cluster (default 2); conflicts with ``dask_address``.
+    dask_address : str or None
+        An existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; its workers must see the inputs
+        and the output's folder.
+    score_threshold : float
+        Instances scoring below it are dropped, in [0, 1].
+    min_area_m2 : float
+        Objects smaller than this ground area are dropped.
+    simplify_m : float
+        Simplification tolerance in metres on the ground; 0 keeps the exact pixel outlines.
+    overwrite : bool
+        Replace an existing output.
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    threads_per_worker : int or None
+        Torch threads in each worker; None splits this machine's cores between local workers.
+    """
+
+    inputs: tuple[str, ...]
+    output: Path
+    model: str | None = None
+    tile_size: int | None = None
+    overlap_px: int | None = None
+    batch_size: int = 8
+    workers: int | None = None
+    dask_address: str | None = None
+    score_threshold: float = 0.5
+    min_area_m2: float = 0.0
+    simplify_m: float = 0.0
+    overwrite: bool = False
+    device: str = "auto"
+    threads_per_worker: int | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise OptionsError("no input raster given")
+        if self.workers is not None and self.dask_address is not None:
+            raise OptionsError(
+                "--workers and --dask-address conflict: --workers sizes a local cluster, "
+                "--dask-address uses an existing one; pass only one"
+            )
+        positive = {
+            "--batch-size": self.batch_size,
+            "--workers": self.workers,
+            "--threads-per-worker": self.threads_per_worker,
+        }
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise OptionsError(f"{name} {value}: must be at least 1")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise OptionsError(f"--score-threshold {self.score_threshold}: must be within [0, 1]")
+        for name, number in (("--min-area-m2", self.min_area_m2), ("--simplify-m", self.simplify_m)):
+            if number < 0:
+                raise OptionsError(f"{name} {number}: must not be negative")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise OptionsError(f"--device {self.device}: choose auto, cpu or cuda")
+        if self.tile_size is not None or self.overlap_px is not None:
+            check_tiling(
+                self.tile_size if self.tile_size is not None else 2**30,
+                self.overlap_px if self.overlap_px is not None else 1,
+            )
+
+    def tiling(self, recommended_tile: int | None, recommended_overlap: int | None) -> tuple[
+        int, int
+    ]:
+        """Tile size and overlap in pixels: the options, else the model's, else the defaults."""
+        tile_size = self.tile_size or recommended_tile or DEFAULT_TILE_SIZE
+        overlap_px = self.overlap_px
+        if overlap_px is None:
+            overlap_px = recommended_overlap if recommended_overlap is not None else DEFAULT_OVERLAP_PX
+            overlap_px = min(overlap_px, tile_size // 2)
+        check_tiling(tile_size, overlap_px)
+        return tile_size, overlap_px

@@ -1,0 +1,73 @@
+"""Segment one batch of tiles on a worker: read, infer, cut to cores, save to disk.
+
+This is the unit of parallel work. It takes references (a raster path, tile windows, a model
+path) and returns a small report; pixels and masks never travel through the scheduler. The
+model is loaded once per worker process and reused for every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import rasterio
+
+from geoseg.models.contract import load_model, select_device
+from geoseg.tasks.inference import configure_torch_threads, predict_tiles
+from geoseg.tasks.partials import save_batch
+from geoseg.tasks.reading import gdal_env, read_tile
+from geoseg.tasks.stitch import cut_pieces
+from geoseg.tasks.tiling import Tile
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What a batch produced: its file and which tiles have instances in it."""
+
+    path: Path
+    tiles_with_instances: tuple[int, ...]
+    tiles_skipped: int
+    instances: int
+
+
+def segment_batch(
+    raster_path: str,
+    tiles: Sequence[Tile],
+    model_path: str,
+    score_threshold: float,
+    out: Path,
+    device: str = "auto",
+    torch_threads: int | None = None,
+) -> BatchReport:
+    """Segment ``tiles`` of a raster and save their pieces and label arrays to ``out``.
+
+    Tiles that are entirely nodata are skipped without running the model.
+    """
+    if torch_threads is not None:
+        configure_torch_threads(torch_threads)
+    torch_device = select_device(device)
+    model, spec = load_model(model_path, torch_device)
+    kept, pixels, valid = [], [], []
+    with gdal_env(), rasterio.open(raster_path) as src:
+        for tile in tiles:
+            tile_pixels, tile_valid = read_tile(src, tile, spec.bands)
+            if tile_valid.any():
+                kept.append(tile)
+                pixels.append(tile_pixels)
+                valid.append(tile_valid)
+    predictions = (
+        predict_tiles(model, spec, pixels, valid, score_threshold, torch_device) if kept else []
+    )
+    results = [
+        (cut_pieces(tile, prediction), prediction.labels)
+        for tile, prediction in zip(kept, predictions, strict=True)
+        if len(prediction.class_ids)
+    ]
+    save_batch(out, results)
+    return BatchReport(
+        path=out,
+        tiles_with_instances=tuple(pieces.tile.index for pieces, _ in results),
+        tiles_skipped=len(tiles) - len(kept),
+        instances=sum(len(pieces.class_ids) for pieces, _ in results),
+    )

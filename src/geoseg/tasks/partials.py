@@ -1,0 +1,94 @@
+"""Per-batch results on disk: what workers hand to stitching without going through the scheduler.
+
+A batch file is a compressed NumPy archive (no pickles, so reading one never runs code) holding,
+per tile, its instance label array (for matching across overlaps) and its core pieces as WKB.
+Files are written to a temporary name and renamed, so a batch file is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+from geoseg.tasks.stitch import StitchedObject, TilePieces, match_overlaps, stitch_objects
+from geoseg.tasks.tiling import Tile
+
+LABEL_CACHE_TILES = 256
+"""Label arrays kept in memory while matching: more than two rows of tiles of any raster."""
+
+
+def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> None:
+    """Write the pieces and label arrays of a batch's tiles atomically."""
+    arrays: dict[str, np.ndarray] = {
+        "tiles": np.array([pieces.tile.index for pieces, _ in results], dtype=np.int64)
+    }
+    for pieces, labels in results:
+        i = pieces.tile.index
+        wkbs = [shapely.to_wkb(pieces.pieces[label]) for label in sorted(pieces.pieces)]
+        arrays[f"labels_{i}"] = labels
+        arrays[f"class_ids_{i}"] = pieces.class_ids
+        arrays[f"scores_{i}"] = pieces.scores
+        arrays[f"core_px_{i}"] = pieces.core_px
+        arrays[f"piece_labels_{i}"] = np.array(sorted(pieces.pieces), dtype=np.int64)
+        arrays[f"piece_ends_{i}"] = np.cumsum([len(w) for w in wkbs], dtype=np.int64)
+        arrays[f"piece_wkb_{i}"] = np.frombuffer(b"".join(wkbs), dtype=np.uint8)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as file:
+        np.savez_compressed(file, **arrays)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def load_pieces(path: Path, tiles: Sequence[Tile]) -> list[TilePieces]:
+    """Read back the pieces of a batch's tiles (not their label arrays)."""
+    by_index = {tile.index: tile for tile in tiles}
+    with np.load(path, allow_pickle=False) as archive:
+        results = []
+        for i in archive["tiles"].tolist():
+            ends = archive[f"piece_ends_{i}"]
+            buffer = archive[f"piece_wkb_{i}"].tobytes()
+            starts = np.concatenate([[0], ends[:-1]])
+            geoms = shapely.from_wkb([buffer[s:e] for s, e in zip(starts, ends, strict=True)])
+            results.append(
+                TilePieces(
+                    tile=by_index[i],
+                    class_ids=archive[f"class_ids_{i}"],
+                    scores=archive[f"scores_{i}"],
+                    core_px=archive[f"core_px_{i}"],
+                    pieces=dict(zip(archive[f"piece_labels_{i}"].tolist(), geoms, strict=True)),
+                )
+            )
+    return results
+
+
+def load_labels(path: Path, tile: Tile) -> np.ndarray:
+    """Read one tile's instance label array from its batch file."""
+    with np.load(path, allow_pickle=False) as archive:
+        return np.asarray(archive[f"labels_{tile.index}"])
+
+
+def stitch_saved(tiles: tuple[Tile, ...], batch_files: Sequence[Path]) -> list[StitchedObject]:
+    """Stitch a raster's objects from its batch files.
+
+    Pieces of every tile are read at once (they are polygons, small); label arrays are read pair
+    by pair through a small cache, so memory stays bounded by a few rows of tiles.
+    """
+    pieces: list[TilePieces] = []
+    file_of: dict[int, Path] = {}
+    for path in batch_files:
+        batch = load_pieces(path, tiles)
+        pieces.extend(batch)
+        file_of.update((p.tile.index, path) for p in batch)
+
+    @lru_cache(maxsize=LABEL_CACHE_TILES)
+    def labels_of(tile: Tile) -> np.ndarray | None:
+        path = file_of.get(tile.index)
+        return None if path is None else load_labels(path, tile)
+
+    return stitch_objects(pieces, match_overlaps(tiles, labels_of))

@@ -1,0 +1,132 @@
+"""Open rasters, check they are usable, and read tiles window by window.
+
+Nothing here reads a whole raster: ``describe_raster`` reads the header only and ``read_tile``
+reads one window of the bands a model needs, with its validity mask.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import RasterError
+from geoseg.tasks.tiling import Tile
+
+GDAL_CACHE_MB = 64
+"""GDAL block cache per process: GDAL's default (about 5% of RAM) is per worker and adds up."""
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about an input raster.
+
+    Attributes
+    ----------
+    path : str
+        The raster as given (a local path or anything GDAL opens: ``/vsicurl/``, ``s3://``).
+    width, height, count : int
+        Size in pixels and number of bands.
+    crs_wkt : str
+        The raster's CRS as WKT.
+    transform : Affine
+        Maps pixel ``(col, row)`` to CRS coordinates; north-up or north-down, never rotated.
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    crs_wkt: str
+    transform: Affine
+
+    @property
+    def name(self) -> str:
+        """The file name, for messages and object ids."""
+        return Path(self.path).name
+
+
+def gdal_env() -> rasterio.Env:
+    """A GDAL environment with a bounded block cache, for every process that reads tiles."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
+
+
+def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
+    """Open a raster's header and refuse what the pipeline cannot georeference or feed a model.
+
+    Raises
+    ------
+    RasterError
+        The file is missing or unreadable, has no CRS or no geotransform (GCPs only included),
+        is rotated or sheared, or lacks a band the model reads.
+    """
+    name = Path(path).name
+    try:
+        with gdal_env(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                width, height, count = src.width, src.height, src.count
+                crs, transform, gcps = src.crs, src.transform, src.gcps[0]
+    except RasterioIOError as exc:
+        raise RasterError(f"{path}: cannot be read as a raster ({first_line(exc)})") from exc
+    if crs is None and gcps:
+        raise RasterError(
+            f"{name} is georeferenced by ground control points only; warp it to a grid first "
+            "(gdalwarp)"
+        )
+    if crs is None:
+        raise RasterError(f"{name} has no CRS; georeference the raster first")
+    if transform == Affine.identity():
+        raise RasterError(f"{name} has no geotransform; georeference the raster first")
+    if transform.b != 0 or transform.d != 0:
+        raise RasterError(
+            f"{name} has a rotated or sheared geotransform; warp it to a north-up grid first "
+            "(gdalwarp)"
+        )
+    missing = [band for band in bands if not 1 <= band <= count]
+    if missing:
+        raise RasterError(
+            f"{name} has {count} band(s) but the model reads band(s) "
+            f"{', '.join(map(str, bands))}"
+        )
+    return RasterInfo(
+        path=path,
+        width=width,
+        height=height,
+        count=count,
+        crs_wkt=crs.to_wkt(),
+        transform=transform,
+    )
+
+
+def read_tile(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...]) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """Read one tile's bands as float32 ``[C, h, w]`` and its validity mask ``[h, w]``.
+
+    A pixel is valid when every band read is valid in the raster's mask (declared nodata, an
+    internal or sidecar mask, or alpha) and finite.
+    """
+    window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
+    try:
+        pixels = src.read(list(bands), window=window, out_dtype="float32")
+        masks = src.read_masks(list(bands), window=window)
+    except RasterioIOError as exc:
+        raise RasterError(
+            f"{Path(src.name).name}: pixels of window {tile.box} cannot be read "
+            f"({first_line(exc)})"
+        ) from exc
+    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(pixels), axis=0)
+    return pixels, valid
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
