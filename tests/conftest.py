@@ -27,7 +27,7 @@ MakeRaster = Callable[..., Path]
 
 @pytest.fixture
 def make_raster(tmp_path: Path) -> MakeRaster:
-    """Write a GeoTIFF from an array ``[bands, rows, cols]`` (or ``[rows, cols]``) and return its path.
+    """Write a GeoTIFF from an array ``[bands, rows, cols]`` or ``[rows, cols]``; return its path.
 
     Defaults: UTM 36N, 0.5 m pixels, tiled DEFLATE, no nodata.
     """
@@ -69,7 +69,10 @@ def dask_address() -> Iterator[str]:
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
         host="127.0.0.1",
     )
     client = Client(cluster)

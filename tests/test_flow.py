@@ -73,11 +73,11 @@ def read_objects(path: Path) -> dict[str, list[tuple[str, shapely.Geometry, floa
     layers = {}
     for name in CLASSES.values():
         meta, _, geoms, fields = pyogrio.raw.read(path, layer=name)
-        columns = dict(zip(meta["fields"], fields))
+        columns = dict(zip(meta["fields"], fields, strict=True))
         layers[name] = [
             (oid, shapely.from_wkb(g), area, cls)
             for oid, g, area, cls in zip(
-                columns["object_id"], geoms, columns["area_m2"], columns["class_name"]
+                columns["object_id"], geoms, columns["area_m2"], columns["class_name"], strict=True
             )
         ]
     return layers
@@ -106,8 +106,14 @@ def test_objects_come_out_exactly_once_with_true_areas(
 ) -> None:
     crs, transform = GRIDS[grid]
     scene = make_raster(scene_bands(), crs=crs, transform=transform, nodata=NODATA)
-    result = run([scene], tmp_path / "objects.gpkg", model=oracle, tile_size=256, overlap_px=32,
-                 dask_address=dask_address)
+    result = run(
+        [scene],
+        tmp_path / "objects.gpkg",
+        model=oracle,
+        tile_size=256,
+        overlap_px=32,
+        dask_address=dask_address,
+    )
     check_against_truth(result.output, crs, transform)
     summary = {(row.class_name, row.count) for row in result.summary}
     assert summary == {("lawn", 4), ("bridge", 1), ("building", 3)}
@@ -122,11 +128,23 @@ def test_same_objects_for_every_tiling_and_worker_count(
     for tile_size, overlap, workers in [(512, 64, 1), (256, 32, None), (300, 100, None)]:
         out = tmp_path / f"objects-{tile_size}-{workers}.gpkg"
         address = None if workers else dask_address
-        run([scene], out, model=oracle, tile_size=tile_size, overlap_px=overlap,
-            workers=workers, dask_address=address, batch_size=3)
+        run(
+            [scene],
+            out,
+            model=oracle,
+            tile_size=tile_size,
+            overlap_px=overlap,
+            workers=workers,
+            dask_address=address,
+            batch_size=3,
+        )
         check_against_truth(out, crs, transform)
         outputs.append(
-            sorted((oid, round(area, 6)) for rows in read_objects(out).values() for oid, _, area, _ in rows)
+            sorted(
+                (oid, round(area, 6))
+                for rows in read_objects(out).values()
+                for oid, _, area, _ in rows
+            )
         )
     assert outputs[0] == outputs[1] == outputs[2]
 
@@ -136,10 +154,16 @@ def test_run_table_and_summary_describe_the_run(
 ) -> None:
     crs, transform = GRIDS["utm"]
     scene = make_raster(scene_bands(), crs=crs, transform=transform, nodata=NODATA)
-    empty = make_raster(np.zeros((2, 40, 40), dtype=np.uint16), name="empty.tif", crs=crs,
-                        transform=transform)
-    result: RunResult = run([scene, empty], tmp_path / "objects.gpkg", model=oracle,
-                            dask_address=dask_address, min_area_m2=1000.0)
+    empty = make_raster(
+        np.zeros((2, 40, 40), dtype=np.uint16), name="empty.tif", crs=crs, transform=transform
+    )
+    result: RunResult = run(
+        [scene, empty],
+        tmp_path / "objects.gpkg",
+        model=oracle,
+        dask_address=dask_address,
+        min_area_m2=1000.0,
+    )
     run_table = pyogrio.read_dataframe(result.output, layer="run")
     assert run_table.loc[0, "tile_size"] == 512
     assert run_table.loc[0, "min_area_m2"] == 1000.0
@@ -152,7 +176,10 @@ def test_run_table_and_summary_describe_the_run(
     lawns = pyogrio.read_dataframe(result.output, layer="lawn")
     assert len(lawns) == 3
     assert (lawns["area_m2"] >= 1000).all()
-    assert str(CRS.from_user_input(pyogrio.read_info(result.output, layer="lawn")["crs"]).to_epsg()) == "32636"
+    assert (
+        str(CRS.from_user_input(pyogrio.read_info(result.output, layer="lawn")["crs"]).to_epsg())
+        == "32636"
+    )
 
 
 def test_no_detection_still_writes_every_layer(

@@ -23,7 +23,9 @@ from geoseg.tasks.vectorize import polygonize_labels
 
 def predict_exactly(truth: np.ndarray, classes: dict[int, int], tile: Tile) -> TilePrediction:
     """What a perfect model sees in a tile: the truth's instances, relabelled 1..N."""
-    window = truth[tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width]
+    window = truth[
+        tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width
+    ]
     ids = np.unique(window[window > 0])
     lookup = np.zeros(int(truth.max()) + 1, dtype=np.uint32)
     lookup[ids] = np.arange(1, len(ids) + 1, dtype=np.uint32)
@@ -103,8 +105,10 @@ def test_result_does_not_depend_on_tile_size(
     truth, classes = layout
     a = stitch_truth(truth, classes, size_a, size_a // 4)
     b = stitch_truth(truth, classes, size_b, size_b // 3, seed=5)
-    assert [(o.anchor, o.class_id, o.pixels) for o in a] == [(o.anchor, o.class_id, o.pixels) for o in b]
-    assert all(x.geometry.equals(y.geometry) for x, y in zip(a, b))
+    assert [(o.anchor, o.class_id, o.pixels) for o in a] == [
+        (o.anchor, o.class_id, o.pixels) for o in b
+    ]
+    assert all(x.geometry.equals(y.geometry) for x, y in zip(a, b, strict=True))
 
 
 def test_touching_objects_stay_apart_and_a_long_bridge_stays_whole() -> None:
@@ -139,10 +143,12 @@ def test_class_is_the_majority_and_score_is_pixel_weighted() -> None:
     assert [t.core[2] - t.core[0] for t in tiles] == [28, 14, 18]
     classes, scores = [2, 1, 2], [0.6, 0.9, 0.8]
     preds = [
-        TilePrediction(predict_exactly(truth, {1: 1}, t).labels, np.array([c]), np.array([s], dtype=np.float32))
-        for t, c, s in zip(tiles, classes, scores)
+        TilePrediction(
+            predict_exactly(truth, {1: 1}, t).labels, np.array([c]), np.array([s], dtype=np.float32)
+        )
+        for t, c, s in zip(tiles, classes, scores, strict=True)
     ]
-    pieces = [cut_pieces(t, p) for t, p in zip(tiles, preds)]
+    pieces = [cut_pieces(t, p) for t, p in zip(tiles, preds, strict=True)]
     (obj,) = stitch_objects(pieces, match_overlaps(tiles, lambda t: preds[t.index].labels))
     assert obj.class_id == 2  # 460 px of class 2 against 140 px of the best-scored class 1
     assert obj.score == pytest.approx((0.6 * 28 + 0.9 * 14 + 0.8 * 18) / 60)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -19,17 +21,22 @@ def tilings(draw: st.DrawFn) -> tuple[int, int, int, int]:
 
 
 @given(tilings())
-def test_tiles_stay_inside_and_cores_partition_the_raster(params: tuple[int, int, int, int]) -> None:
+def test_tiles_stay_inside_and_cores_partition_the_raster(
+    params: tuple[int, int, int, int],
+) -> None:
     width, height, tile_size, overlap = params
     owner = np.zeros((height, width), dtype=np.int32)
     covered = np.zeros((height, width), dtype=bool)
     for tile in plan_tiles(width, height, tile_size, overlap):
-        assert tile.col_off >= 0 and tile.row_off >= 0
-        assert tile.col_off + tile.width <= width and tile.row_off + tile.height <= height
-        assert tile.width == min(tile_size, width) and tile.height == min(tile_size, height)
+        assert min(tile.col_off, tile.row_off) >= 0
+        assert tile.col_off + tile.width <= width
+        assert tile.row_off + tile.height <= height
+        assert (tile.width, tile.height) == (min(tile_size, width), min(tile_size, height))
         col0, row0, col1, row1 = tile.core
         owner[row0:row1, col0:col1] += 1
-        covered[tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width] = True
+        covered[
+            tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width
+        ] = True
     assert covered.all()
     assert (owner == 1).all()
 
@@ -38,7 +45,7 @@ def test_tiles_stay_inside_and_cores_partition_the_raster(params: tuple[int, int
 def test_neighbours_overlap_by_at_least_the_overlap(params: tuple[int, int, int, int]) -> None:
     width, _, tile_size, overlap = params
     axis = plan_axis(width, tile_size, overlap)
-    for (a, size, _, _), (b, _, _, _) in zip(axis, axis[1:]):
+    for (a, size, _, _), (b, _, _, _) in itertools.pairwise(axis):
         assert a + size - b >= overlap
 
 
@@ -70,7 +77,12 @@ def test_overlapping_pairs_include_diagonals() -> None:
 
 @pytest.mark.parametrize(
     ("tile_size", "overlap", "message"),
-    [(0, 1, "tile size 0"), (512, 0, "overlap 0"), (512, 300, "more than half"), (64, -1, "overlap -1")],
+    [
+        (0, 1, "tile size 0"),
+        (512, 0, "overlap 0"),
+        (512, 300, "more than half"),
+        (64, -1, "overlap -1"),
+    ],
 )
 def test_bad_tiling_is_refused(tile_size: int, overlap: int, message: str) -> None:
     with pytest.raises(OptionsError, match=message):

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
 
 from geoseg.config import DEFAULT_WORKERS, RunConfig
 from geoseg.flows.segment import RunResult, segment_rasters
@@ -73,7 +73,8 @@ def run_config(config: RunConfig) -> RunResult:
         workers = config.workers or DEFAULT_WORKERS
         threads = max(1, (os.cpu_count() or 1) // workers)
         config = RunConfig(**{**vars(config), "threads_per_worker": threads})
-    return segment_rasters.with_options(task_runner=task_runner(config))(config)
+    flow = segment_rasters.with_options(task_runner=task_runner(config))  # type: ignore[arg-type]
+    return flow(config)
 
 
 def task_runner(config: RunConfig) -> DaskTaskRunner:

@@ -81,7 +81,10 @@ class RunConfig:
                 raise OptionsError(f"{name} {value}: must be at least 1")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise OptionsError(f"--score-threshold {self.score_threshold}: must be within [0, 1]")
-        for name, number in (("--min-area-m2", self.min_area_m2), ("--simplify-m", self.simplify_m)):
+        for name, number in (
+            ("--min-area-m2", self.min_area_m2),
+            ("--simplify-m", self.simplify_m),
+        ):
             if number < 0:
                 raise OptionsError(f"{name} {number}: must not be negative")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -92,14 +95,16 @@ class RunConfig:
                 self.overlap_px if self.overlap_px is not None else 1,
             )
 
-    def tiling(self, recommended_tile: int | None, recommended_overlap: int | None) -> tuple[
-        int, int
-    ]:
+    def tiling(
+        self, recommended_tile: int | None, recommended_overlap: int | None
+    ) -> tuple[int, int]:
         """Tile size and overlap in pixels: the options, else the model's, else the defaults."""
         tile_size = self.tile_size or recommended_tile or DEFAULT_TILE_SIZE
         overlap_px = self.overlap_px
         if overlap_px is None:
-            overlap_px = recommended_overlap if recommended_overlap is not None else DEFAULT_OVERLAP_PX
+            overlap_px = (
+                recommended_overlap if recommended_overlap is not None else DEFAULT_OVERLAP_PX
+            )
             overlap_px = min(overlap_px, tile_size // 2)
         check_tiling(tile_size, overlap_px)
         return tile_size, overlap_px

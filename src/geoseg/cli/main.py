@@ -39,14 +39,14 @@ def cli(verbose: bool) -> None:
     """Turn large georeferenced rasters into measured objects in a GeoPackage."""
     for name, value in QUIET_ORCHESTRATION.items():
         os.environ.setdefault(name, value)
+    # Environment, not logger levels: Dask and Prefect configure their loggers when imported,
+    # in this process and in every worker process it spawns.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "critical")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not verbose:
-        for noisy in ("distributed", "prefect", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 cli.add_command(run_command)

@@ -24,8 +24,8 @@ from pyproj import CRS
 import geoseg
 from geoseg.config import RunConfig
 from geoseg.errors import GeosegError
-from geoseg.models.greenery import default_model_path
 from geoseg.models.contract import ModelSpec, read_model_spec
+from geoseg.models.greenery import default_model_path
 from geoseg.tasks.batch import BatchReport, segment_batch
 from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.measure import area_method
@@ -57,18 +57,17 @@ def is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     return True
 
 
-inspect_raster = task(describe_raster, name="inspect-raster", cache_policy=NO_CACHE)
+inspect_raster = task(name="inspect-raster", cache_policy=NO_CACHE)(describe_raster)
 segment = task(
-    segment_batch,
     name="segment-batch",
     task_run_name="segment {raster_path}",
     retries=2,
     retry_delay_seconds=1,
     retry_condition_fn=is_transient,
     cache_policy=NO_CACHE,
-)
-stitch = task(stitch_saved, name="stitch", cache_policy=NO_CACHE)
-georeference = task(georeference_objects, name="georeference", cache_policy=NO_CACHE)
+)(segment_batch)
+stitch = task(name="stitch", cache_policy=NO_CACHE)(stitch_saved)
+georeference = task(name="georeference", cache_policy=NO_CACHE)(georeference_objects)
 
 
 def batches(tiles: Sequence[Tile], size: int) -> list[tuple[Tile, ...]]:

@@ -39,7 +39,7 @@ def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> 
         arrays[f"piece_wkb_{i}"] = np.frombuffer(b"".join(wkbs), dtype=np.uint8)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as file:
-        np.savez_compressed(file, **arrays)
+        np.savez_compressed(file, allow_pickle=False, **arrays)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)

@@ -67,6 +67,8 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
         is rotated or sheared, or lacks a band the model reads.
     """
     name = Path(path).name
+    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+        raise RasterError(f"{path} does not exist")
     try:
         with gdal_env(), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -92,8 +94,7 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
     missing = [band for band in bands if not 1 <= band <= count]
     if missing:
         raise RasterError(
-            f"{name} has {count} band(s) but the model reads band(s) "
-            f"{', '.join(map(str, bands))}"
+            f"{name} has {count} band(s) but the model reads band(s) {', '.join(map(str, bands))}"
         )
     return RasterInfo(
         path=path,
@@ -105,9 +106,9 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
     )
 
 
-def read_tile(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...]) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def read_tile(
+    src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one tile's bands as float32 ``[C, h, w]`` and its validity mask ``[h, w]``.
 
     A pixel is valid when every band read is valid in the raster's mask (declared nodata, an
@@ -119,8 +120,7 @@ def read_tile(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...]) -
         masks = src.read_masks(list(bands), window=window)
     except RasterioIOError as exc:
         raise RasterError(
-            f"{Path(src.name).name}: pixels of window {tile.box} cannot be read "
-            f"({first_line(exc)})"
+            f"{Path(src.name).name}: pixels of window {tile.box} cannot be read ({first_line(exc)})"
         ) from exc
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(pixels), axis=0)
     return pixels, valid

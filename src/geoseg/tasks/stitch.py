@@ -129,7 +129,7 @@ def match_overlaps(
     as nodata, or nothing found); it is called pair by pair in plan order, so a small cache keeps
     memory bounded by a few rows of tiles.
     """
-    matches = []
+    matches: list[tuple[InstanceKey, InstanceKey]] = []
     for a, b, shared in overlapping_pairs(tiles):
         labels_a = load_labels(a)
         labels_b = load_labels(b) if labels_a is not None else None

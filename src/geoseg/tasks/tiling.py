@@ -63,7 +63,9 @@ def check_tiling(tile_size: int, overlap_px: int) -> None:
     tile border by comparing what both tiles see in their overlap.
     """
     if tile_size < 16:
-        raise OptionsError(f"tile size {tile_size} px is too small; use at least 16 (512 is typical)")
+        raise OptionsError(
+            f"tile size {tile_size} px is too small; use at least 16 (512 is typical)"
+        )
     if overlap_px < 1:
         raise OptionsError(
             f"overlap {overlap_px} px: tiles must overlap by at least 1 px so objects cut by a "
@@ -89,7 +91,7 @@ def plan_axis(length: int, tile_size: int, overlap_px: int) -> list[tuple[int, i
     if length <= tile_size:
         return [(0, length, 0, length)]
     stride = tile_size - overlap_px
-    offsets = list(range(0, length - tile_size, stride)) + [length - tile_size]
+    offsets = [*range(0, length - tile_size, stride), length - tile_size]
     if len(offsets) > 1 and offsets[-1] == offsets[-2]:
         offsets.pop()
     cuts = [(offsets[i + 1] + offsets[i] + tile_size) // 2 for i in range(len(offsets) - 1)]

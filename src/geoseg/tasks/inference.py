@@ -1,0 +1,256 @@
+"""Run a model on tiles and turn its detections into one instance label map per tile.
+
+The model sees normalized pixels and returns torchvision-style detections (see
+`geoseg.models.contract`); this step checks them against the contract, drops low scores and
+resolves pixels claimed by several instances in favour of the highest score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from geoseg.errors import ModelError, OptionsError, RasterError
+from geoseg.models.contract import ModelSpec
+
+MASK_THRESHOLD = 0.5
+"""Mask probability above which a pixel belongs to an instance."""
+
+_PASTE_CHUNK = 64
+"""Instances pasted per vectorised step, bounding the memory of their pixel lists."""
+
+_KEYS = ("boxes", "labels", "scores", "masks")
+
+
+@dataclass(frozen=True, eq=False)
+class TilePrediction:
+    """The instances found in one tile.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        uint32 ``[h, w]`` in tile pixel space; 0 is background, label ``k`` (1..N) is instance
+        ``k - 1``. Every label 1..N has at least one pixel.
+    class_ids : numpy.ndarray
+        int64 ``[N]``, ids from the model's ``classes``.
+    scores : numpy.ndarray
+        float32 ``[N]``, the model's confidence in each instance.
+    """
+
+    labels: npt.NDArray[np.uint32]
+    class_ids: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        if self.labels.ndim != 2 or self.labels.dtype != np.uint32:
+            raise ValueError("labels must be a uint32 array [h, w]")
+        if self.class_ids.dtype != np.int64 or self.scores.dtype != np.float32:
+            raise ValueError("class_ids must be int64 and scores float32")
+        if self.class_ids.shape != self.scores.shape or self.class_ids.ndim != 1:
+            raise ValueError("class_ids and scores must be 1-D arrays of the same length")
+        if self.labels.size and int(self.labels.max()) > len(self.scores):
+            raise ValueError("labels refer to more instances than class_ids and scores hold")
+
+    @property
+    def count(self) -> int:
+        """Number of instances."""
+        return len(self.scores)
+
+
+def predict_tiles(
+    model: torch.jit.ScriptModule,
+    spec: ModelSpec,
+    pixels: Sequence[np.ndarray],
+    valid: Sequence[np.ndarray],
+    score_threshold: float,
+    device: torch.device,
+) -> list[TilePrediction]:
+    """Segment a batch of tiles in one forward pass.
+
+    Parameters
+    ----------
+    model, spec
+        A model and its description from `geoseg.models.contract.load_model`.
+    pixels
+        Raw band values, float32 ``[C, h, w]`` per tile, already the spec's bands in order.
+        Tiles in one batch may differ in size.
+    valid
+        bool ``[h, w]`` per tile, False where the raster has no data. Non-finite pixel values
+        count as no data too.
+    score_threshold
+        Instances scoring below this (0..1) are dropped.
+    device
+        Where the model runs.
+
+    Returns
+    -------
+    list of TilePrediction
+        One per tile, in input order. No-data pixels are always background, and instances left
+        without pixels (all no data, or entirely beneath higher-scoring instances) are dropped.
+
+    Raises
+    ------
+    ModelError
+        The model fails or its output breaks the contract (one line naming the model).
+    RasterError
+        A tile's band count or shape does not fit the spec or its validity mask.
+    OptionsError
+        ``score_threshold`` is outside 0..1.
+    """
+    if len(pixels) != len(valid):
+        raise RasterError(f"{len(pixels)} tiles of pixels but {len(valid)} validity masks")
+    if not 0.0 <= score_threshold <= 1.0:
+        raise OptionsError(f"score threshold must be between 0 and 1, got {score_threshold}")
+    if not pixels:
+        return []
+    with torch.inference_mode():
+        images, usable = zip(
+            *(
+                _prepare(spec, tile, ok, index, device)
+                for index, (tile, ok) in enumerate(zip(pixels, valid, strict=True))
+            ),
+            strict=True,
+        )
+        try:
+            output = model(list(images))
+        # Exceptions raised inside TorchScript surface as torch.jit.Error, not as their own type.
+        except (torch.jit.Error, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ModelError(f"model {spec.name!r} failed: {_last_line(exc)}") from None
+        detections = _check_output(output, spec, [image.shape[1:] for image in images])
+        return [
+            _resolve(detection, ok, score_threshold)
+            for detection, ok in zip(detections, usable, strict=True)
+        ]
+
+
+def configure_torch_threads(n: int) -> None:
+    """Limit PyTorch's intra-op threads in this process to ``n``.
+
+    Set it to the cores a worker really has: two torch threads sharing one core run many times
+    slower than one.
+    """
+    if n < 1:
+        raise OptionsError(f"torch threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
+
+
+def _prepare(
+    spec: ModelSpec, tile: np.ndarray, ok: np.ndarray, index: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if tile.ndim != 3 or tile.shape[0] != len(spec.bands):
+        raise RasterError(
+            f"tile {index} has shape {tile.shape} but model {spec.name!r} reads "
+            f"{len(spec.bands)} bands {spec.bands} as [C, h, w]"
+        )
+    if ok.shape != tile.shape[1:]:
+        raise RasterError(
+            f"tile {index}: validity mask {ok.shape} does not match pixels {tile.shape[1:]}"
+        )
+    image = torch.as_tensor(np.array(tile, dtype=np.float32), device=device) * spec.scale
+    if spec.mean is not None and spec.std is not None:
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
+        std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
+        image = (image - mean) / std
+    usable = torch.as_tensor(np.array(ok, dtype=bool), device=device)
+    usable &= torch.isfinite(image).all(dim=0)
+    # Zero is the band mean once standardised: the least informative value to the network, and it
+    # keeps fill values such as -9999 from producing edges or detections.
+    image = torch.where(usable, image, torch.zeros((), device=device))
+    return image, usable
+
+
+def _check_output(
+    output: object, spec: ModelSpec, shapes: list[torch.Size]
+) -> list[dict[str, torch.Tensor]]:
+    model = f"model {spec.name!r}"
+    # Scripted torchvision detection models return (losses, detections) instead of detections.
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], dict):
+        output = output[1]
+    if not isinstance(output, list) or len(output) != len(shapes):
+        count = len(output) if isinstance(output, (list, tuple)) else type(output).__name__
+        raise ModelError(
+            f"{model} must return a list of {len(shapes)} dicts (one per image), got {count}"
+        )
+    known = torch.tensor(sorted(spec.classes), dtype=torch.int64)
+    checked = []
+    for index, (detection, (height, width)) in enumerate(zip(output, shapes, strict=True)):
+        where = f"{model}, image {index}"
+        if not isinstance(detection, dict):
+            raise ModelError(f"{where}: expected a dict, got {type(detection).__name__}")
+        for key in _KEYS:
+            if not isinstance(detection.get(key), torch.Tensor):
+                raise ModelError(f"{where}: output lacks the tensor {key!r}")
+        boxes, labels, scores, masks = (detection[key] for key in _KEYS)
+        n = boxes.shape[0] if boxes.ndim == 2 else -1
+        expected = {
+            "boxes": (n, 4),
+            "labels": (n,),
+            "scores": (n,),
+            "masks": (n, 1, int(height), int(width)),
+        }
+        for key, shape in expected.items():
+            if tuple(detection[key].shape) != shape:
+                raise ModelError(
+                    f"{where}: {key!r} has shape {list(detection[key].shape)}, "
+                    f"expected {list(shape)} as [N, ...] for an input of {height}x{width} pixels"
+                )
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ModelError(f"{where}: 'labels' must be integers, got {labels.dtype}")
+        if not scores.is_floating_point() or not bool(torch.isfinite(scores).all()):
+            raise ModelError(f"{where}: 'scores' must be finite floating-point values")
+        labels = labels.to("cpu", torch.int64)
+        unknown = labels[~torch.isin(labels, known)]
+        if unknown.numel():
+            raise ModelError(
+                f"{where}: label {int(unknown[0])} is not among the model's classes "
+                f"{sorted(spec.classes)}"
+            )
+        checked.append(
+            {"labels": labels, "scores": scores.to("cpu", torch.float32), "masks": masks}
+        )
+    return checked
+
+
+def _resolve(
+    detection: dict[str, torch.Tensor], usable: torch.Tensor, score_threshold: float
+) -> TilePrediction:
+    scores = detection["scores"].numpy()
+    kept = np.flatnonzero(scores >= score_threshold)
+    height, width = usable.shape
+    # Paste order: ascending score, and among equal scores the earlier instance last, so the
+    # highest score wins contested pixels and ties go to the model's own (usually ranked) order.
+    order = kept[np.lexsort((-kept, scores[kept]))]
+    # Rank 0 never wins a pixel, so dropped instances need no copying out of the masks.
+    rank = np.zeros(len(scores), dtype=np.int32)
+    rank[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    ranks = torch.as_tensor(rank, device=usable.device)
+    owner = torch.zeros(height * width, dtype=torch.int32, device=usable.device)
+    masks = detection["masks"]
+    for start in range(0, len(scores), _PASTE_CHUNK):
+        if not rank[start : start + _PASTE_CHUNK].any():
+            continue
+        covered = masks[start : start + _PASTE_CHUNK, 0].to(usable.device) > MASK_THRESHOLD
+        instance, pixel = covered.flatten(1).nonzero(as_tuple=True)
+        owner.scatter_reduce_(0, pixel, ranks[start + instance], reduce="amax")
+    owner = owner.view(height, width)
+    owner = torch.where(usable, owner, 0)
+    owner_np = owner.cpu().numpy()
+    has_pixels = np.bincount(owner_np.ravel(), minlength=len(order) + 1)[1:] > 0
+    # Survivors keep the model's order and are numbered 1..N: rank -> new label.
+    survivors = kept[has_pixels[rank[kept] - 1]]
+    relabel = np.zeros(len(order) + 1, dtype=np.uint32)
+    relabel[rank[survivors]] = np.arange(1, len(survivors) + 1, dtype=np.uint32)
+    return TilePrediction(
+        labels=relabel[owner_np],
+        class_ids=detection["labels"].numpy()[survivors].astype(np.int64),
+        scores=scores[survivors].astype(np.float32),
+    )
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
