@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from prefect_dask.task_runners import DaskTaskRunner
@@ -69,10 +70,10 @@ def run_config(config: RunConfig) -> RunResult:
         describe_raster(path, spec.bands)
     config.tiling(spec.tile_size, spec.overlap)
     check_output(config.output, config.overwrite)
-    if config.dask_address is None and config.threads_per_worker is None:
+    if config.dask_address is None:
         workers = config.workers or DEFAULT_WORKERS
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        config = RunConfig(**{**vars(config), "threads_per_worker": threads})
+        threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        config = replace(config, workers=workers, threads_per_worker=threads)
     flow = segment_rasters.with_options(task_runner=task_runner(config))  # type: ignore[arg-type]
     return flow(config)
 
@@ -84,7 +85,7 @@ def task_runner(config: RunConfig) -> DaskTaskRunner:
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
-            "n_workers": config.workers or DEFAULT_WORKERS,
+            "n_workers": config.workers,
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": ":0",

@@ -60,7 +60,7 @@ def is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
 inspect_raster = task(name="inspect-raster", cache_policy=NO_CACHE)(describe_raster)
 segment = task(
     name="segment-batch",
-    task_run_name="segment {raster_path}",
+    task_run_name="segment {out.stem}",
     retries=2,
     retry_delay_seconds=1,
     retry_condition_fn=is_transient,

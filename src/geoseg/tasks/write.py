@@ -351,6 +351,8 @@ class GeoPackageWriter:
                 geometry_type=None if wkb is None else "MultiPolygon",
                 crs=None if wkb is None else self._crs_wkt,
                 append=append,
+                # GeoPackage 1.2 opens without warnings in QGIS builds on older GDAL (< 3.7).
+                dataset_options=None if append else {"VERSION": "1.2"},
             )
         except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
             self._discard()
