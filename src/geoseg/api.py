@@ -33,11 +33,15 @@ def run(
     overwrite: bool = False,
     device: str = "auto",
     threads_per_worker: int | None = None,
+    keep_cache: bool = False,
+    clear_cache: bool = False,
 ) -> RunResult:
     """Segment rasters into measured objects written to a GeoPackage.
 
     Parameters are those of ``geoseg run`` (see ``RunConfig``). Returns where the output went
-    and the per-source, per-class summary (count and total area in m²).
+    and the per-source, per-class summary (count and total area in m²). A run that crashed or
+    was killed resumes when called again with the same arguments: only missing batches are
+    segmented.
 
     Raises
     ------
@@ -59,6 +63,8 @@ def run(
         overwrite=overwrite,
         device=device,
         threads_per_worker=threads_per_worker,
+        keep_cache=keep_cache,
+        clear_cache=clear_cache,
     )
     return run_config(config)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class RunConfig:
         ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     threads_per_worker : int or None
         Torch threads in each worker; None splits this machine's cores between local workers.
+    keep_cache : bool
+        Keep the batch results beside the output after success (they always stay after a crash).
+    clear_cache : bool
+        Delete batch results of earlier, interrupted runs first instead of resuming from them.
     """
 
     inputs: tuple[str, ...]
@@ -62,6 +67,8 @@ class RunConfig:
     overwrite: bool = False
     device: str = "auto"
     threads_per_worker: int | None = field(default=None)
+    keep_cache: bool = False
+    clear_cache: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -85,8 +92,8 @@ class RunConfig:
             ("--min-area-m2", self.min_area_m2),
             ("--simplify-m", self.simplify_m),
         ):
-            if number < 0:
-                raise OptionsError(f"{name} {number}: must not be negative")
+            if not math.isfinite(number) or number < 0:
+                raise OptionsError(f"{name} {number}: must be a number, 0 or more")
         if self.device not in ("auto", "cpu", "cuda"):
             raise OptionsError(f"--device {self.device}: choose auto, cpu or cuda")
         if self.tile_size is not None or self.overlap_px is not None:

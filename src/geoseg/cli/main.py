@@ -10,7 +10,10 @@ from typing import Any
 import click
 
 from geoseg import __version__
+from geoseg.cli.export import export_command
+from geoseg.cli.inspect import inspect_command
 from geoseg.cli.run import run_command
+from geoseg.cli.summary import summary_command
 from geoseg.errors import GeosegError
 
 QUIET_ORCHESTRATION = {
@@ -50,3 +53,6 @@ def cli(verbose: bool) -> None:
 
 
 cli.add_command(run_command)
+cli.add_command(summary_command)
+cli.add_command(export_command)
+cli.add_command(inspect_command)

@@ -32,6 +32,8 @@ from geoseg.config import DEFAULT_WORKERS
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option("--keep-cache", is_flag=True, help="Keep per-batch results after success.")
+@click.option("--clear-cache", is_flag=True, help="Redo everything instead of resuming.")
 def run_command(
     inputs: tuple[str, ...],
     output: Path,
@@ -47,6 +49,8 @@ def run_command(
     simplify_m: float,
     device: str,
     overwrite: bool,
+    keep_cache: bool,
+    clear_cache: bool,
 ) -> None:
     """Segment INPUTS (GeoTIFFs or anything GDAL reads) into measured objects in OUTPUT.
 
@@ -71,8 +75,14 @@ def run_command(
         overwrite=overwrite,
         device=device,
         threads_per_worker=threads_per_worker,
+        keep_cache=keep_cache,
+        clear_cache=clear_cache,
     )
-    click.echo(f"Wrote {result.objects} objects to {result.output}")
+    resumed = f" ({result.batches_reused} of {result.batches} batches resumed)"
+    click.echo(
+        f"Wrote {result.objects} objects to {result.output}"
+        + (resumed if result.batches_reused else "")
+    )
     for row in result.summary:
         if row.count:
             click.echo(

@@ -7,10 +7,7 @@ report. Stitching, georeferencing and writing then run raster by raster in the f
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 from prefect import flow, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.futures import PrefectFuture
 from pyproj import CRS
 
 import geoseg
@@ -27,6 +25,7 @@ from geoseg.errors import GeosegError
 from geoseg.models.contract import ModelSpec, read_model_spec
 from geoseg.models.greenery import default_model_path
 from geoseg.tasks.batch import BatchReport, segment_batch
+from geoseg.tasks.cache import batch_folder, clear_cache
 from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.measure import area_method
 from geoseg.tasks.partials import stitch_saved
@@ -39,11 +38,13 @@ MASK_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a run's output went and what it holds."""
+    """Where a run's output went, what it holds, and how many batches were reused."""
 
     output: Path
     summary: tuple[SummaryRow, ...]
     objects: int
+    batches: int
+    batches_reused: int
 
 
 def is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
@@ -60,7 +61,7 @@ def is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
 inspect_raster = task(name="inspect-raster", cache_policy=NO_CACHE)(describe_raster)
 segment = task(
     name="segment-batch",
-    task_run_name="segment {out.stem}",
+    task_run_name="segment {out.parent.name}/{out.stem}",
     retries=2,
     retry_delay_seconds=1,
     retry_condition_fn=is_transient,
@@ -75,22 +76,13 @@ def batches(tiles: Sequence[Tile], size: int) -> list[tuple[Tile, ...]]:
     return [tuple(tiles[i : i + size]) for i in range(0, len(tiles), size)]
 
 
-@contextmanager
-def work_folder(output: Path) -> Iterator[Path]:
-    """A hidden folder beside the output for batch files, removed when the run ends."""
-    folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".work", dir=output.parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def run_record(
     config: RunConfig,
     spec: ModelSpec,
     tiling: tuple[int, int],
     crs: CRS,
     started: datetime,
+    batches: tuple[int, int],
 ) -> dict[str, str | int | float | None]:
     """The row of the output's ``run`` table: enough to know how every object was made."""
     return {
@@ -111,6 +103,8 @@ def run_record(
         "dask_address": config.dask_address,
         "workers": config.workers,
         "device": config.device,
+        "batches": batches[0],
+        "batches_reused": batches[1],
         "flow_run_id": str(runtime.flow_run.id),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -118,27 +112,30 @@ def run_record(
 
 
 def submit_raster(
-    number: int,
-    raster: RasterInfo,
-    tiles: tuple[Tile, ...],
-    model_path: str,
-    config: RunConfig,
-    work: Path,
-) -> list[Any]:
-    """Submit a raster's batches to the task runner; futures of ``BatchReport``."""
-    stem = f"{number:04d}-{Path(raster.path).stem}"
-    return [
-        segment.submit(
-            raster.path,
-            batch,
-            model_path,
-            config.score_threshold,
-            work / f"{stem}-{index:06d}.npz",
-            config.device,
-            config.threads_per_worker,
-        )
-        for index, batch in enumerate(batches(tiles, config.batch_size))
-    ]
+    raster: RasterInfo, tiles: tuple[Tile, ...], folder: Path, model_path: str, config: RunConfig
+) -> list[tuple[Path, PrefectFuture[BatchReport] | None]]:
+    """Submit the batches of a raster that have no result file yet.
+
+    Returns each batch's file with the future that will write it, or None when an earlier,
+    interrupted run already wrote it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    pending = []
+    for index, batch in enumerate(batches(tiles, config.batch_size)):
+        path = folder / f"batch-{index:06d}.npz"
+        future = None
+        if not path.exists():
+            future = segment.submit(
+                raster.path,
+                batch,
+                model_path,
+                config.score_threshold,
+                path,
+                config.device,
+                config.threads_per_worker,
+            )
+        pending.append((path, future))
+    return pending
 
 
 @flow(name="geoseg-run", validate_parameters=False)
@@ -146,33 +143,76 @@ def segment_rasters(config: RunConfig) -> RunResult:
     """Segment every input raster and write its measured objects to one GeoPackage.
 
     The output CRS is the first raster's; objects of rasters in other CRSs are measured in their
-    own CRS, then reprojected.
+    own CRS, then reprojected. Batch results are kept beside the output until the run succeeds,
+    so running the same command again after a crash redoes only the missing batches.
     """
-    started = datetime.now(UTC)
     model_path = config.model or str(default_model_path())
     spec = read_model_spec(model_path)
     rasters = [inspect_raster(path, spec.bands) for path in config.inputs]
     tiling = config.tiling(spec.tile_size, spec.overlap)
+    if config.clear_cache:
+        clear_cache(config.output)
+    try:
+        summary, objects, counts = segment_into(config, spec, model_path, rasters, tiling)
+    except GeosegError:
+        clear_cache(config.output)  # bad input fails again the same way: nothing to resume
+        raise
+    if not config.keep_cache:
+        clear_cache(config.output)
+    return RunResult(
+        output=config.output,
+        summary=tuple(summary),
+        objects=objects,
+        batches=counts[0],
+        batches_reused=counts[1],
+    )
+
+
+def segment_into(
+    config: RunConfig,
+    spec: ModelSpec,
+    model_path: str,
+    rasters: Sequence[RasterInfo],
+    tiling: tuple[int, int],
+) -> tuple[list[SummaryRow], int, tuple[int, int]]:
+    """Segment the rasters into the output; the summary, object count and batches (all, reused)."""
+    started = datetime.now(UTC)
     output_crs = CRS.from_wkt(rasters[0].crs_wkt)
     class_names = [spec.classes[key] for key in sorted(spec.classes)]
     objects = 0
-    with (
-        GeoPackageWriter(config.output, output_crs.to_wkt(), class_names, config.overwrite) as out,
-        work_folder(config.output) as work,
-    ):
+    with GeoPackageWriter(config.output, output_crs.to_wkt(), class_names, config.overwrite) as out:
         plans = [plan_tiles(r.width, r.height, *tiling) for r in rasters]
-        futures = [
-            submit_raster(number, raster, plan, model_path, config, work)
-            for number, (raster, plan) in enumerate(zip(rasters, plans, strict=True))
+        submitted = [
+            submit_raster(
+                raster,
+                plan,
+                batch_folder(
+                    config.output,
+                    raster,
+                    spec.sha256,
+                    tiling,
+                    config.batch_size,
+                    config.score_threshold,
+                ),
+                model_path,
+                config,
+            )
+            for raster, plan in zip(rasters, plans, strict=True)
         ]
-        for raster, plan, pending in zip(rasters, plans, futures, strict=True):
+        for raster, plan, pending in zip(rasters, plans, submitted, strict=True):
             out.add_source(raster.path)
-            reports: list[BatchReport] = [future.result() for future in pending]
-            stitched = stitch(plan, [report.path for report in reports])
+            for _, future in pending:
+                if future is not None:
+                    future.result()
+            stitched = stitch(plan, [path for path, _ in pending])
             rows = georeference(
                 stitched, raster, spec.classes, output_crs, config.simplify_m, config.min_area_m2
             )
             out.add(rows)
             objects += len(rows.object_id)
-        summary = out.finish(run_record(config, spec, tiling, output_crs, started))
-    return RunResult(output=config.output, summary=tuple(summary), objects=objects)
+        counts = (
+            sum(len(p) for p in submitted),
+            sum(future is None for p in submitted for _, future in p),
+        )
+        summary = out.finish(run_record(config, spec, tiling, output_crs, started, counts))
+    return summary, objects, counts

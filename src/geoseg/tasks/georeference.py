@@ -44,6 +44,9 @@ def georeference_objects(
     if not crs.equals(output_crs):
         transformer = Transformer.from_crs(crs, output_crs, always_xy=True)
         geoms = shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(*xy.T)))
+    # Exteriors counter-clockwise, holes clockwise: the OGC convention, whatever the grid's
+    # orientation (a north-down raster would otherwise give clockwise exteriors).
+    geoms = shapely.orient_polygons(geoms)
     kept = [obj for obj, k in zip(objects, keep, strict=True) if k]
     return ObjectBatch(
         geometry=geoms[keep],

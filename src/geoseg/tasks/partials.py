@@ -38,11 +38,14 @@ def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> 
         arrays[f"piece_ends_{i}"] = np.cumsum([len(w) for w in wkbs], dtype=np.int64)
         arrays[f"piece_wkb_{i}"] = np.frombuffer(b"".join(wkbs), dtype=np.uint8)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        np.savez_compressed(file, allow_pickle=False, **arrays)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            np.savez_compressed(file, allow_pickle=False, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_pieces(path: Path, tiles: Sequence[Tile]) -> list[TilePieces]:
@@ -53,7 +56,7 @@ def load_pieces(path: Path, tiles: Sequence[Tile]) -> list[TilePieces]:
         for i in archive["tiles"].tolist():
             ends = archive[f"piece_ends_{i}"]
             buffer = archive[f"piece_wkb_{i}"].tobytes()
-            starts = np.concatenate([[0], ends[:-1]])
+            starts = np.concatenate([[0], ends])[:-1]
             geoms = shapely.from_wkb([buffer[s:e] for s, e in zip(starts, ends, strict=True)])
             results.append(
                 TilePieces(

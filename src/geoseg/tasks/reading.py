@@ -64,7 +64,8 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
     ------
     RasterError
         The file is missing or unreadable, has no CRS or no geotransform (GCPs only included),
-        is rotated or sheared, or lacks a band the model reads.
+        is rotated, sheared or has a zero pixel size, lacks a band the model reads, or has
+        complex pixels in one.
     """
     name = Path(path).name
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
@@ -75,15 +76,21 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
             with rasterio.open(path) as src:
                 width, height, count = src.width, src.height, src.count
                 crs, transform, gcps = src.crs, src.transform, src.gcps[0]
+                dtypes = src.dtypes
     except RasterioIOError as exc:
-        raise RasterError(f"{path}: cannot be read as a raster ({first_line(exc)})") from exc
+        raise RasterError(
+            f"{path}: cannot be read as a raster ({gdal_message(exc)}); pass a GeoTIFF or another "
+            "raster format GDAL reads"
+        ) from exc
     if crs is None and gcps:
         raise RasterError(
             f"{name} is georeferenced by ground control points only; warp it to a grid first "
             "(gdalwarp)"
         )
     if crs is None:
-        raise RasterError(f"{name} has no CRS; georeference the raster first")
+        raise RasterError(
+            f"{name} has no CRS; georeference the raster first (gdal_edit.py -a_srs EPSG:<code>)"
+        )
     if transform == Affine.identity():
         raise RasterError(f"{name} has no geotransform; georeference the raster first")
     if transform.b != 0 or transform.d != 0:
@@ -91,10 +98,23 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
             f"{name} has a rotated or sheared geotransform; warp it to a north-up grid first "
             "(gdalwarp)"
         )
+    if transform.determinant == 0:
+        raise RasterError(
+            f"{name} has a geotransform with a zero pixel size ({transform.a} x {transform.e}); "
+            "fix its georeferencing first"
+        )
     missing = [band for band in bands if not 1 <= band <= count]
     if missing:
         raise RasterError(
-            f"{name} has {count} band(s) but the model reads band(s) {', '.join(map(str, bands))}"
+            f"{name} has {count} band(s) but the model reads band(s) "
+            f"{', '.join(map(str, bands))}; pass a raster with those bands or another model"
+        )
+    complex_bands = [band for band in bands if dtypes[band - 1].startswith("complex")]
+    if complex_bands:
+        raise RasterError(
+            f"{name} has complex pixels ({dtypes[complex_bands[0] - 1]}) in band(s) "
+            f"{', '.join(map(str, complex_bands))}; convert them to real values (e.g. amplitude) "
+            "first"
         )
     return RasterInfo(
         path=path,
@@ -120,10 +140,24 @@ def read_tile(
         masks = src.read_masks(list(bands), window=window)
     except RasterioIOError as exc:
         raise RasterError(
-            f"{Path(src.name).name}: pixels of window {tile.box} cannot be read ({first_line(exc)})"
+            f"{Path(src.name).name}: pixels of window {tile.box} cannot be read "
+            f"({gdal_message(exc, src.name)}); the file is damaged or truncated, recreate or "
+            "download it again"
         ) from exc
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(pixels), axis=0)
     return pixels, valid
+
+
+def gdal_message(exc: BaseException, path: str = "") -> str:
+    """GDAL's own message behind a rasterio error, on one line and without ``path``'s prefix.
+
+    rasterio wraps GDAL's errors in a generic "Read failed. See previous exception for details."
+    whose cause holds the message that says what is wrong, e.g. ``IReadBlock failed at X offset
+    3, Y offset 1: TIFFReadEncodedTile() failed.``
+    """
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return first_line(exc).removeprefix(f"{path}, ") if path else first_line(exc)
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,0 +1,174 @@
+"""Runs on a real cluster of hand-started ``dask scheduler`` and ``dask worker`` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyogrio
+import pytest
+
+from geoseg import run
+from geoseg.tasks.cache import cache_folder
+from tests.oracle_model import write_oracle_model
+from tests.scenes import NODATA, scene_bands
+
+pytestmark = pytest.mark.e2e
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and two single-threaded workers on loopback, as separate processes."""
+    folder = tmp_path_factory.mktemp("cluster")
+    scheduler_file = folder / "scheduler.json"
+    bin_dir = Path(sys.executable).parent
+    processes = [
+        start(
+            [
+                bin_dir / "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+                "--scheduler-file",
+                scheduler_file,
+            ],
+            folder / "scheduler.log",
+        )
+    ]
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    address = json.loads(scheduler_file.read_text())["address"]
+    processes += [
+        start(
+            [
+                bin_dir / "dask",
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--dashboard-address",
+                ":0",
+                "--memory-limit",
+                "4GB",
+            ],
+            folder / f"worker-{n}.log",
+        )
+        for n in range(2)
+    ]
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield address
+        client.shutdown()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_oracle_model(tmp_path_factory.mktemp("model") / "oracle.pt")
+
+
+def objects_of(path: Path) -> list[tuple[str, float, str]]:
+    rows = []
+    for layer in ("lawn", "bridge", "building"):
+        frame = pyogrio.read_dataframe(path, layer=layer)
+        rows += [
+            (oid, round(area, 6), geom.wkb_hex)
+            for oid, area, geom in zip(
+                frame["object_id"], frame["area_m2"], frame.geometry, strict=True
+            )
+        ]
+    return sorted(rows)
+
+
+def test_remote_cluster_gives_the_same_objects_as_a_local_one(
+    cluster: str, make_raster, oracle: Path, tmp_path: Path
+) -> None:
+    scene = make_raster(scene_bands(), nodata=NODATA)
+    remote = run(
+        [scene],
+        tmp_path / "remote.gpkg",
+        model=oracle,
+        tile_size=128,
+        overlap_px=16,
+        dask_address=cluster,
+    )
+    local = run(
+        [scene], tmp_path / "local.gpkg", model=oracle, tile_size=128, overlap_px=16, workers=1
+    )
+    assert remote.objects == local.objects == 8
+    assert objects_of(remote.output) == objects_of(local.output)
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
+    cluster: str, make_raster, oracle: Path, tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    scene = make_raster(scene_bands(), nodata=NODATA)
+    expected = run(
+        [scene],
+        tmp_path / "expected.gpkg",
+        model=oracle,
+        tile_size=96,
+        overlap_px=8,
+        batch_size=2,
+        dask_address=cluster,
+    )
+    with Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+    result: dict[str, object] = {}
+
+    def segment() -> None:
+        result["run"] = run(
+            [scene],
+            tmp_path / "killed.gpkg",
+            model=oracle,
+            tile_size=96,
+            overlap_px=8,
+            batch_size=2,
+            dask_address=cluster,
+        )
+
+    thread = threading.Thread(target=segment)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive():
+        batches = list(cache_folder(tmp_path / "killed.gpkg").glob("*/batch-*.npz"))
+        if len(batches) >= 4:
+            break
+        time.sleep(0.05)
+    assert 4 <= len(batches) < 28, "the worker must be killed while the run is under way"
+    os.kill(pids[0], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert objects_of(tmp_path / "killed.gpkg") == objects_of(expected.output)
+    with Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        assert pids[0] not in client.run(os.getpid).values()
