@@ -14,7 +14,7 @@ from pyproj import CRS, Geod, Transformer
 from geoseg import run
 from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.reading import RasterInfo
-from geoseg.tasks.stitch import StitchedObject
+from geoseg.tasks.stitch import StitchedObject, anchors
 from tests.conftest import MakeRaster
 from tests.oracle_model import write_oracle_model
 
@@ -39,8 +39,13 @@ def raster(
 
 
 def stitched(geometry: shapely.Geometry, class_id: int = 1, score: float = 0.9) -> StitchedObject:
+    ((row, col),) = anchors(np.array([geometry], dtype=object)).tolist()
     return StitchedObject(
-        geometry=geometry, class_id=class_id, score=score, pixels=int(geometry.area)
+        geometry=geometry,
+        class_id=class_id,
+        score=score,
+        pixels=int(geometry.area),
+        anchor=(row, col),
     )
 
 

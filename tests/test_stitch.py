@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.stitch import (
     StitchedObject,
+    anchors,
     cut_pieces,
     group_instances,
     match_instances,
@@ -88,7 +89,9 @@ def test_stitching_a_perfect_model_gives_every_object_exactly_once(
     objects = stitch_truth(truth, classes, tile_size, overlap, seed=data.draw(st.integers(0, 9)))
     expected = truth_objects(truth)
     assert len(objects) == len(expected)
-    by_anchor = {StitchedObject(g, classes[i], 1.0, 0).anchor: i for i, g in expected.items()}
+    ids = list(expected)
+    firsts = anchors(np.array([expected[i] for i in ids], dtype=object))
+    by_anchor = {(int(r), int(c)): i for i, (r, c) in zip(ids, firsts, strict=True)}
     for obj in objects:
         object_id = by_anchor[obj.anchor]
         assert obj.class_id == classes[object_id]

@@ -18,9 +18,6 @@ import shapely
 from geoseg.tasks.stitch import StitchedObject, TilePieces, match_overlaps, stitch_objects
 from geoseg.tasks.tiling import Tile
 
-LABEL_CACHE_TILES = 256
-"""Label arrays kept in memory while matching: more than two rows of tiles of any raster."""
-
 
 def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> None:
     """Write the pieces and label arrays of a batch's tiles atomically."""
@@ -80,7 +77,8 @@ def stitch_saved(tiles: tuple[Tile, ...], batch_files: Sequence[Path]) -> list[S
     """Stitch a raster's objects from its batch files.
 
     Pieces of every tile are read at once (they are polygons, small); label arrays are read pair
-    by pair through a small cache, so memory stays bounded by a few rows of tiles.
+    by pair, in plan order, through a cache of two rows of tiles: memory grows with the raster's
+    width, not its area.
     """
     pieces: list[TilePieces] = []
     file_of: dict[int, Path] = {}
@@ -89,9 +87,11 @@ def stitch_saved(tiles: tuple[Tile, ...], batch_files: Sequence[Path]) -> list[S
         pieces.extend(batch)
         file_of.update((p.tile.index, path) for p in batch)
 
-    @lru_cache(maxsize=LABEL_CACHE_TILES)
-    def labels_of(tile: Tile) -> np.ndarray | None:
+    def read_labels(tile: Tile) -> np.ndarray | None:
         path = file_of.get(tile.index)
         return None if path is None else load_labels(path, tile)
+
+    tiles_per_row = len({tile.col_off for tile in tiles})
+    labels_of = lru_cache(maxsize=2 * tiles_per_row + 2)(read_labels)
 
     return stitch_objects(pieces, match_overlaps(tiles, labels_of))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import shapely
@@ -25,6 +26,8 @@ MIN_OVERLAP = 0.5
 
 InstanceKey = tuple[int, int]
 """An instance of one tile: ``(tile index, label)``."""
+
+Key = TypeVar("Key", int, InstanceKey)
 
 
 @dataclass(frozen=True)
@@ -53,19 +56,30 @@ class TilePieces:
 
 @dataclass(frozen=True)
 class StitchedObject:
-    """One whole object in global pixel space, before georeferencing."""
+    """One whole object in global pixel space, before georeferencing.
+
+    ``anchor`` is the object's first pixel in raster order, ``(row, col)``: the same whatever
+    the tiling, so it names the object stably.
+    """
 
     geometry: shapely.Geometry
     class_id: int
     score: float
     pixels: int
+    anchor: tuple[int, int]
 
-    @property
-    def anchor(self) -> tuple[int, int]:
-        """The object's first pixel in raster order, ``(row, col)``: stable across tilings."""
-        coords = shapely.get_coordinates(self.geometry)
-        top = coords[:, 1].min()
-        return int(top), int(coords[coords[:, 1] == top, 0].min())
+
+def anchors(geoms: np.ndarray) -> np.ndarray:
+    """First pixel in raster order, ``(row, col)``, of each pixel-space geometry: int64 [N, 2].
+
+    The top row is the smallest y of any vertex; the first pixel of that row starts at the
+    smallest x among the vertices on it.
+    """
+    coords, owner = shapely.get_coordinates(geoms, return_index=True)
+    order = np.lexsort((coords[:, 0], coords[:, 1], owner))
+    first = np.unique(owner[order], return_index=True)[1]
+    firsts: np.ndarray = coords[order[first]][:, ::-1].astype(np.int64)
+    return firsts
 
 
 def crop(labels: np.ndarray, tile: Tile, box: PixelBox) -> np.ndarray:
@@ -140,13 +154,11 @@ def match_overlaps(
     return matches
 
 
-def group_instances(
-    keys: Iterable[InstanceKey], matches: Iterable[tuple[InstanceKey, InstanceKey]]
-) -> list[list[InstanceKey]]:
-    """Connected groups of instances under the match relation (union-find), each sorted."""
-    parent: dict[InstanceKey, InstanceKey] = {key: key for key in keys}
+def group_instances(keys: Iterable[Key], matches: Iterable[tuple[Key, Key]]) -> list[list[Key]]:
+    """Connected groups of keys under the match relation (union-find), each sorted."""
+    parent: dict[Key, Key] = {key: key for key in keys}
 
-    def root(key: InstanceKey) -> InstanceKey:
+    def root(key: Key) -> Key:
         while parent[key] != key:
             parent[key] = parent[parent[key]]
             key = parent[key]
@@ -156,7 +168,7 @@ def group_instances(
         rx, ry = root(x), root(y)
         if rx != ry:
             parent[max(rx, ry)] = min(rx, ry)
-    groups: dict[InstanceKey, list[InstanceKey]] = {}
+    groups: dict[Key, list[Key]] = {}
     for key in sorted(parent):
         groups.setdefault(root(key), []).append(key)
     return list(groups.values())
@@ -172,33 +184,53 @@ def stitch_objects(
     of its instances' scores. Instances with no core pixels in any tile of their group (seen
     only in an overlap by a tile that does not own those pixels) are dropped.
     """
-    by_index = {pieces.tile.index: pieces for pieces in tiles}
-    keys = [
-        (pieces.tile.index, label)
-        for pieces in tiles
-        for label in range(1, len(pieces.class_ids) + 1)
-    ]
-    objects = []
-    for group in group_instances(keys, matches):
-        members = [(by_index[index], label) for index, label in group]
-        weights = np.array([p.core_px[label - 1] for p, label in members], dtype=np.int64)
+    ordered = sorted(tiles, key=lambda pieces: pieces.tile.index)
+    starts = np.cumsum([0] + [len(p.class_ids) for p in ordered])
+    first = {p.tile.index: int(start) for p, start in zip(ordered, starts, strict=False)}
+    count = int(starts[-1])
+    if count == 0:
+        return []
+    class_ids = np.concatenate([p.class_ids for p in ordered]).astype(np.int64)
+    scores = np.concatenate([p.scores for p in ordered]).astype(np.float64)
+    core_px = np.concatenate([p.core_px for p in ordered]).astype(np.int64)
+    pieces = np.full(count, None, dtype=object)
+    for p in ordered:
+        for label, piece in p.pieces.items():
+            pieces[first[p.tile.index] + label - 1] = piece
+    pairs = [(first[a] + la - 1, first[b] + lb - 1) for (a, la), (b, lb) in matches]
+    groups = group_instances({i for pair in pairs for i in pair}, pairs)
+    joined = np.zeros(count, dtype=bool)
+    geometries, classes, weighted, pixels = [], [], [], []
+    for group in groups:
+        members = np.array(group)
+        joined[members] = True
+        weights = core_px[members]
         if weights.sum() == 0:
             continue
-        class_ids = np.array([p.class_ids[label - 1] for p, label in members], dtype=np.int64)
-        scores = np.array([p.scores[label - 1] for p, label in members], dtype=np.float64)
-        votes: dict[int, int] = {}
-        for class_id, weight in zip(class_ids.tolist(), weights.tolist(), strict=True):
-            votes[class_id] = votes.get(class_id, 0) + weight
-        class_id = min(votes, key=lambda c: (-votes[c], c))
-        parts = [p.pieces[label] for p, label in members if label in p.pieces]
-        geometry = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-        objects.append(
-            StitchedObject(
-                geometry=shapely.normalize(shapely.simplify(geometry, 0)),
-                class_id=class_id,
-                score=float(np.average(scores, weights=weights)),
-                pixels=int(weights.sum()),
-            )
+        votes = np.bincount(class_ids[members], weights=weights)
+        parts = [piece for piece in pieces[members] if piece is not None]
+        # A union leaves collinear vertices where pieces met: drop them.
+        geometries.append(shapely.simplify(shapely.union_all(parts), 0))
+        classes.append(int(np.argmax(votes)))
+        weighted.append(float(np.dot(scores[members], weights) / weights.sum()))
+        pixels.append(int(weights.sum()))
+    alone = ~joined & (core_px > 0)
+    geoms = np.concatenate([np.array(geometries, dtype=object), pieces[alone]])
+    classes_all = np.concatenate([np.array(classes, dtype=np.int64), class_ids[alone]])
+    scores_all = np.concatenate([np.array(weighted, dtype=np.float64), scores[alone]])
+    pixels_all = np.concatenate([np.array(pixels, dtype=np.int64), core_px[alone]])
+    if len(geoms) == 0:
+        return []
+    geoms = shapely.normalize(geoms)
+    firsts = anchors(geoms)
+    order = np.lexsort((firsts[:, 1], firsts[:, 0]))
+    return [
+        StitchedObject(
+            geometry=geoms[i],
+            class_id=int(classes_all[i]),
+            score=float(scores_all[i]),
+            pixels=int(pixels_all[i]),
+            anchor=(int(firsts[i, 0]), int(firsts[i, 1])),
         )
-    objects.sort(key=lambda obj: obj.anchor)
-    return objects
+        for i in order.tolist()
+    ]

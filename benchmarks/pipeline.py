@@ -1,0 +1,267 @@
+"""Benchmark geoseg end to end and step by step; prints one line per figure.
+
+Generates its own rasters (RGB with green blobs the built-in model finds, on grey ground), runs
+``geoseg run`` as a subprocess exactly as a user would, samples the resident memory of its whole
+process tree (client, scheduler, workers, Prefect server), and compares with the bare model's
+forward passes over the same tiles. Example (the issue's sizes take about half an hour here)::
+
+    python benchmarks/pipeline.py --small 2048 --mid 4096 --large 16384 --overhead 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rasterio
+import rasterio.features
+import torch
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg.models.contract import load_model
+from geoseg.models.greenery import default_model_path
+from geoseg.tasks.inference import TilePrediction
+from geoseg.tasks.reading import read_tile
+from geoseg.tasks.stitch import crop, cut_pieces, match_overlaps, stitch_objects
+from geoseg.tasks.tiling import Tile, plan_tiles
+
+BLOCK = 1024
+
+
+def write_scene(path: Path, size: int, seed: int = 0) -> Path:
+    """A size x size RGB GeoTIFF at 0.5 m, written block by block (bounded memory)."""
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32632",
+        "transform": Affine(0.5, 0, 600_000, 0, -0.5, 5_200_000),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+    }
+    rows, cols = np.mgrid[0:BLOCK, 0:BLOCK]
+    with rasterio.open(path, "w", **profile) as dst:
+        for row in range(0, size, BLOCK):
+            for col in range(0, size, BLOCK):
+                rng = np.random.default_rng([seed, row, col])
+                block = np.empty((3, BLOCK, BLOCK), dtype=np.uint8)
+                block[:] = rng.integers(110, 140, size=(1, BLOCK, BLOCK), dtype=np.uint8)
+                for _ in range(40):
+                    r, c = rng.integers(0, BLOCK, size=2)
+                    radius = rng.integers(8, 60)
+                    blob = (rows - r) ** 2 + (cols - c) ** 2 < radius**2
+                    block[:, blob] = np.array([70, 140, 60], dtype=np.uint8)[:, None]
+                h, w = min(BLOCK, size - row), min(BLOCK, size - col)
+                dst.write(block[:, :h, :w], window=Window(col, row, w, h))
+    return path
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    total = 0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def per_process_peak(process: psutil.Process, peaks: dict[int, int]) -> None:
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            peaks[proc.pid] = max(peaks.get(proc.pid, 0), proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            continue
+
+
+def run_geoseg(
+    raster: Path, out: Path, workers: int, threads: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """Run ``geoseg run`` and return wall time, peak summed RSS and peak RSS of one process."""
+    command = [
+        Path(sys.executable).with_name("geoseg"),
+        "run",
+        raster,
+        "-o",
+        out,
+        "--overwrite",
+        "--workers",
+        str(workers),
+        "--threads-per-worker",
+        str(threads),
+        "--tile-size",
+        str(args.tile_size),
+        "--overlap",
+        str(args.overlap),
+        "--batch-size",
+        str(args.batch_size),
+    ]
+    env = {**os.environ, "PREFECT_HOME": str(out.parent / "prefect")}
+    start = time.perf_counter()
+    process = psutil.Popen([str(c) for c in command], env=env, stdout=subprocess.DEVNULL)
+    peak_sum = 0
+    peaks: dict[int, int] = {}
+    while process.poll() is None:
+        peak_sum = max(peak_sum, tree_rss(process))
+        per_process_peak(process, peaks)
+        time.sleep(0.2)
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise SystemExit(f"geoseg run failed on {raster} with status {process.returncode}")
+    return {
+        "wall_s": wall,
+        "peak_sum_mb": peak_sum / 2**20,
+        "peak_one_mb": max(peaks.values()) / 2**20,
+    }
+
+
+def bare_forward(raster: Path, threads: int, args: argparse.Namespace) -> dict[str, float]:
+    """Time the model's forward passes alone over the raster's tiles (read time kept apart)."""
+    torch.set_num_threads(threads)
+    model, spec = load_model(default_model_path(), torch.device("cpu"))
+    with rasterio.open(raster) as src:
+        tiles = plan_tiles(src.width, src.height, args.tile_size, args.overlap)
+        forward = read = 0.0
+        for i in range(0, len(tiles), args.batch_size):
+            t0 = time.perf_counter()
+            batch = [read_tile(src, tile, spec.bands) for tile in tiles[i : i + args.batch_size]]
+            t1 = time.perf_counter()
+            images = [torch.from_numpy(pixels * spec.scale) for pixels, _ in batch]
+            with torch.inference_mode():
+                model(images)
+            forward += time.perf_counter() - t1
+            read += t1 - t0
+    return {"forward_s": forward, "read_s": read, "tiles": len(tiles)}
+
+
+def stitch_throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
+    """MP/s of cutting, matching and stitching a dense label raster; and of shapes() on it."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros((size, size), dtype=np.uint32)
+    count = size * size // 400
+    rows = rng.integers(0, size - 12, count)
+    cols = rng.integers(0, size - 12, count)
+    for n, (r, c) in enumerate(zip(rows, cols, strict=True), start=1):
+        labels[r : r + rng.integers(4, 12), c : c + rng.integers(4, 12)] = n
+    tiles = plan_tiles(size, size, args.tile_size, args.overlap)
+
+    def predict(tile: Tile) -> TilePrediction:
+        window = crop(labels, tile, tile.box)
+        ids, local = np.unique(window, return_inverse=True)
+        n = len(ids) - 1 if ids[0] == 0 else len(ids)
+        local = local.reshape(window.shape).astype(np.uint32) + (0 if ids[0] == 0 else 1)
+        return TilePrediction(local, np.ones(n, dtype=np.int64), np.ones(n, dtype=np.float32))
+
+    predictions = {tile.index: predict(tile) for tile in tiles}
+    start = time.perf_counter()
+    pieces = [cut_pieces(tile, predictions[tile.index]) for tile in tiles]
+    objects = stitch_objects(pieces, match_overlaps(tiles, lambda t: predictions[t.index].labels))
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    shapes = sum(1 for _ in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0))
+    reference = time.perf_counter() - start
+    megapixels = size * size / 1e6
+    return {
+        "ours_mps": megapixels / ours,
+        "shapes_mps": megapixels / reference,
+        "objects": len(objects),
+        "polygons": shapes,
+    }
+
+
+def report(figure: str, detail: str, value: float, target: str) -> None:
+    """One line per figure: what, the measurements behind it, the value and its target."""
+    print(f"{figure}: {value:.2f} (target {target}) | {detail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--small", type=int, default=2048, help="side of the small raster (px)")
+    parser.add_argument("--mid", type=int, default=4096, help="side of the mid raster (px)")
+    parser.add_argument("--large", type=int, default=16384, help="side of the large raster (px)")
+    parser.add_argument("--overhead", type=int, default=10000, help="side of the overhead raster")
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "scale", "stitch"])
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    half = max(1, cores // 2)
+    print(f"machine: {cores} cores, torch {torch.__version__}, model: built-in greenery")
+    with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as folder:
+        work = Path(folder)
+        if "stitch" not in args.skip:
+            fig = stitch_throughput(4096, args)
+            detail = f"ours {fig['ours_mps']:.1f} MP/s, shapes() {fig['shapes_mps']:.1f} MP/s"
+            report(
+                "stitch+vectorize / features.shapes",
+                detail,
+                fig["ours_mps"] / fig["shapes_mps"],
+                ">= 0.5",
+            )
+        if "overhead" not in args.skip:
+            raster = write_scene(work / "overhead.tif", args.overhead)
+            bare = bare_forward(raster, cores, args)
+            e2e = run_geoseg(raster, work / "overhead.gpkg", 2, half, args)
+            mp = args.overhead**2 / 1e6
+            detail = (
+                f"{mp:.0f} MP, {bare['tiles']:.0f} tiles: geoseg run {e2e['wall_s']:.1f} s, bare "
+                f"forward {bare['forward_s']:.1f} s, reading alone {bare['read_s']:.1f} s"
+            )
+            report("end to end / bare model", detail, e2e["wall_s"] / bare["forward_s"], "<= 1.15")
+            per_tile = 1000 * (e2e["wall_s"] - bare["forward_s"]) / bare["tiles"]
+            report("ms per tile beyond the model", "all steps but the model", per_tile, "< 5")
+            rate = f"{mp * 0.25 / 1e6 / (e2e['wall_s'] / 3600):.2f} km2/hour at 0.5 m"
+            report("end-to-end MP/s", rate, mp / e2e["wall_s"], "as high as the model allows")
+        if "scale" not in args.skip:
+            small = run_geoseg(
+                write_scene(work / "small.tif", args.small), work / "small.gpkg", 2, half, args
+            )
+            mid_raster = write_scene(work / "mid.tif", args.mid)
+            one = run_geoseg(mid_raster, work / "one.gpkg", 1, cores, args)
+            two = run_geoseg(mid_raster, work / "two.gpkg", 2, half, args)
+            large = run_geoseg(
+                write_scene(work / "large.tif", args.large), work / "large.gpkg", 2, half, args
+            )
+            detail = (
+                f"peak RSS summed over all processes: {small['peak_sum_mb']:.0f} MB at "
+                f"{args.small}^2, {large['peak_sum_mb']:.0f} MB at {args.large}^2"
+            )
+            report(
+                "memory large / small",
+                detail,
+                large["peak_sum_mb"] / small["peak_sum_mb"],
+                "<= 1.3",
+            )
+            report("largest process MB", f"at {args.large}^2", large["peak_one_mb"], "< 1536")
+            pixels = (args.large / args.mid) ** 2
+            detail = (
+                f"{two['wall_s']:.1f} s at {args.mid}^2, {large['wall_s']:.1f} s at {args.large}^2"
+            )
+            report(
+                f"time large / mid ({pixels:.0f}x pixels)",
+                detail,
+                large["wall_s"] / two["wall_s"],
+                f"<= {pixels + 1:.0f}",
+            )
+            detail = f"1 x {cores} threads {one['wall_s']:.1f} s, 2 x {half} {two['wall_s']:.1f} s"
+            report("speed-up 2 workers / 1", detail, one["wall_s"] / two["wall_s"], ">= 1.7")
+
+
+if __name__ == "__main__":
+    main()
