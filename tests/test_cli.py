@@ -163,3 +163,27 @@ def test_console_script_reports_errors_without_a_traceback(tmp_path: Path) -> No
         f"Error: {tmp_path / 'absent.tif'} does not exist"
     ]
     assert result.stdout == ""
+
+
+def test_command_line_options_override_the_run_file(
+    tmp_path: Path, make_raster, oracle: Path
+) -> None:
+    scene = make_raster(scene_bands(), nodata=NODATA)
+    existing = tmp_path / "out.gpkg"
+    existing.write_text("keep me")
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(
+        f'inputs = ["{scene}"]\noutput = "{existing}"\nmodel = "{oracle}"\ntile_size = 0\n'
+    )
+    code, output = invoke("run", "--config", run_file)
+    assert (code, output.strip()) == (
+        2,
+        "Error: tile size 0 px is too small; use at least 16 (512 is typical)",
+    )
+    # with the bad tile size overridden, the run gets as far as the existing output
+    code, output = invoke("run", "--config", run_file, "--tile-size", "256")
+    assert code == 2
+    assert "out.gpkg already exists; pass --overwrite" in output
+    code, output = invoke("run", "--config", tmp_path / "absent.toml")
+    assert code == 2
+    assert "absent.toml: cannot read the run file" in output

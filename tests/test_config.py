@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from geoseg.config import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE, RunConfig
+from geoseg.config import (
+    DEFAULT_OVERLAP_PX,
+    DEFAULT_TILE_SIZE,
+    RunConfig,
+    read_run_file,
+    run_file_document,
+)
 from geoseg.errors import OptionsError
 
 
@@ -105,3 +112,47 @@ def test_a_recommended_overlap_is_clamped_to_half_a_small_tile_too() -> None:
 def test_a_model_recommending_an_unusable_tile_size_is_refused() -> None:
     with pytest.raises(OptionsError, match=r"^tile size 8 px is too small"):
         config().tiling(8, None)
+
+
+def test_run_file_in_toml_gives_config_fields(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'inputs = ["a.tif", "b.tif"]\noutput = "out.gpkg"\ntile_size = 256\noverlap = 32\n'
+        'score_threshold = 1\noverwrite = true\nasset = "analytic"\n'
+    )
+    fields = read_run_file(path)
+    assert fields == {
+        "inputs": ("a.tif", "b.tif"),
+        "output": Path("out.gpkg"),
+        "tile_size": 256,
+        "overlap_px": 32,
+        "score_threshold": 1,
+        "overwrite": True,
+        "stac_asset": "analytic",
+    }
+    assert RunConfig(**fields).tiling(None, None) == (256, 32)  # type: ignore[arg-type]
+
+
+def test_run_file_document_round_trips_through_json(tmp_path: Path) -> None:
+    config = RunConfig(inputs=("a.tif",), output=Path("o.gpkg"), tile_size=300, workers=3)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run_file_document(config)))
+    assert RunConfig(**read_run_file(path)) == config  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tilesize = 3", "unknown key 'tilesize'"),
+        ('tile_size = "big"', "tile_size = 'big' should be int"),
+        ("overwrite = 1", "overwrite = 1 should be bool"),
+        ("workers = true", "workers = True should be int"),
+        ("inputs = [1, 2]", "inputs should be a list of paths"),
+        ("tile_size = ", "not valid TOML or JSON"),
+    ],
+)
+def test_run_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(OptionsError, match=message):
+        read_run_file(path)

@@ -191,3 +191,28 @@ def test_no_detection_still_writes_every_layer(
     layers = dict(pyogrio.list_layers(result.output))
     assert {"lawn", "bridge", "building", "summary", "run"} <= set(layers)
     assert pyogrio.read_info(result.output, layer="building")["features"] == 0
+
+
+def test_the_run_table_config_repeats_the_run(
+    make_raster, oracle: Path, dask_address: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+
+    scene = make_raster(scene_bands(), nodata=NODATA)
+    first = run(
+        [scene],
+        tmp_path / "first.gpkg",
+        model=oracle,
+        tile_size=200,
+        overlap_px=20,
+        dask_address=dask_address,
+        min_area_m2=1000.0,
+    )
+    run_file = tmp_path / "run.json"
+    run_file.write_text(pyogrio.read_dataframe(first.output, layer="run").loc[0, "config"])
+    again = tmp_path / "again.gpkg"
+    result = CliRunner().invoke(cli, ["run", "--config", str(run_file), "-o", str(again)])
+    assert result.exit_code == 0, result.output
+    assert read_objects(again) == read_objects(first.output)

@@ -14,6 +14,7 @@ from geoseg.flows.segment import RunResult, segment_rasters
 from geoseg.models.contract import read_model_spec
 from geoseg.models.greenery import default_model_path
 from geoseg.tasks.reading import describe_raster
+from geoseg.tasks.sources import DEFAULT_STAC_ASSET, expand_inputs
 from geoseg.tasks.write import check_output
 
 
@@ -35,6 +36,7 @@ def run(
     threads_per_worker: int | None = None,
     keep_cache: bool = False,
     clear_cache: bool = False,
+    stac_asset: str = DEFAULT_STAC_ASSET,
 ) -> RunResult:
     """Segment rasters into measured objects written to a GeoPackage.
 
@@ -65,12 +67,14 @@ def run(
         threads_per_worker=threads_per_worker,
         keep_cache=keep_cache,
         clear_cache=clear_cache,
+        stac_asset=stac_asset,
     )
     return run_config(config)
 
 
 def run_config(config: RunConfig) -> RunResult:
     """Check a run's inputs, model and output up front, then run the flow on Dask."""
+    config = replace(config, inputs=expand_inputs(config.inputs, config.stac_asset))
     spec = read_model_spec(config.model or default_model_path())
     for path in config.inputs:
         describe_raster(path, spec.bands)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoseg.errors import OptionsError
+from geoseg.tasks.sources import DEFAULT_STAC_ASSET
 from geoseg.tasks.tiling import check_tiling
 
 DEFAULT_TILE_SIZE = 512
@@ -51,6 +54,8 @@ class RunConfig:
         Keep the batch results beside the output after success (they always stay after a crash).
     clear_cache : bool
         Delete batch results of earlier, interrupted runs first instead of resuming from them.
+    stac_asset : str
+        The asset key taken from STAC Items given as inputs.
     """
 
     inputs: tuple[str, ...]
@@ -69,6 +74,7 @@ class RunConfig:
     threads_per_worker: int | None = field(default=None)
     keep_cache: bool = False
     clear_cache: bool = False
+    stac_asset: str = DEFAULT_STAC_ASSET
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -115,3 +121,74 @@ class RunConfig:
             overlap_px = min(overlap_px, tile_size // 2)
         check_tiling(tile_size, overlap_px)
         return tile_size, overlap_px
+
+
+RUN_FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "inputs": ("inputs", (list,)),
+    "output": ("output", (str,)),
+    "model": ("model", (str,)),
+    "tile_size": ("tile_size", (int,)),
+    "overlap": ("overlap_px", (int,)),
+    "batch_size": ("batch_size", (int,)),
+    "workers": ("workers", (int,)),
+    "dask_address": ("dask_address", (str,)),
+    "threads_per_worker": ("threads_per_worker", (int,)),
+    "score_threshold": ("score_threshold", (int, float)),
+    "min_area_m2": ("min_area_m2", (int, float)),
+    "simplify_m": ("simplify_m", (int, float)),
+    "device": ("device", (str,)),
+    "overwrite": ("overwrite", (bool,)),
+    "keep_cache": ("keep_cache", (bool,)),
+    "clear_cache": ("clear_cache", (bool,)),
+    "asset": ("stac_asset", (str,)),
+}
+"""Keys of a run file (the options of ``geoseg run``, with underscores) and their fields."""
+
+
+def read_run_file(path: Path) -> dict[str, object]:
+    """Read a run file (TOML, or JSON as in an output's ``run`` table) into RunConfig fields.
+
+    Unknown keys and values of the wrong type are refused, naming the key. Paths in the file
+    are taken as written (relative to the current folder, like on the command line).
+
+    Raises
+    ------
+    OptionsError
+        The file is missing, unparsable, or has an unknown key or a wrongly typed value.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except OSError as exc:
+        raise OptionsError(f"{path}: cannot read the run file ({exc.strerror})") from exc
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise OptionsError(f"{path}: not valid TOML or JSON ({exc})") from exc
+    if not isinstance(document, dict):
+        raise OptionsError(f"{path}: expected a table of options at the top level")
+    fields: dict[str, object] = {}
+    for key, value in document.items():
+        if key not in RUN_FILE_KEYS:
+            known = ", ".join(sorted(RUN_FILE_KEYS))
+            raise OptionsError(f"{path}: unknown key {key!r}; known keys: {known}")
+        field_name, types = RUN_FILE_KEYS[key]
+        if isinstance(value, str) and key == "inputs":
+            value = [value]
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if value is not None and (not isinstance(value, types) or wrong_bool):
+            expected = " or ".join(t.__name__ for t in types)
+            raise OptionsError(f"{path}: {key} = {value!r} should be {expected}")
+        if isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                raise OptionsError(f"{path}: inputs should be a list of paths or URIs")
+            value = tuple(value)
+        fields[field_name] = Path(value) if key == "output" else value
+    return fields
+
+
+def run_file_document(config: RunConfig) -> dict[str, object]:
+    """A run file's content for ``config``: with it, ``geoseg run --config`` repeats the run."""
+    values = vars(config)
+    document = {key: values[field_name] for key, (field_name, _) in RUN_FILE_KEYS.items()}
+    document["inputs"] = list(config.inputs)
+    document["output"] = str(config.output)
+    return {key: value for key, value in document.items() if value is not None}

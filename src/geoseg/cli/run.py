@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from geoseg.config import DEFAULT_WORKERS
+from geoseg.config import DEFAULT_WORKERS, RUN_FILE_KEYS, RunConfig, read_run_file
+from geoseg.errors import OptionsError
+from geoseg.tasks.sources import DEFAULT_STAC_ASSET
 
 
 @click.command("run")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="GeoPackage to write.")
 @click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="GeoPackage to write."
+    "--config",
+    "run_file",
+    type=click.Path(path_type=Path),
+    help="Run file (TOML or JSON) with any of these options; options given here override it.",
 )
 @click.option("--model", help="TorchScript model file (default: the built-in model).")
 @click.option("--tile-size", type=int, help="Tile size in pixels (default: the model's, or 512).")
@@ -31,53 +39,32 @@ from geoseg.config import DEFAULT_WORKERS
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
+@click.option("--asset", default=DEFAULT_STAC_ASSET, show_default=True, help="STAC asset key.")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("--keep-cache", is_flag=True, help="Keep per-batch results after success.")
 @click.option("--clear-cache", is_flag=True, help="Redo everything instead of resuming.")
-def run_command(
-    inputs: tuple[str, ...],
-    output: Path,
-    model: str | None,
-    tile_size: int | None,
-    overlap: int | None,
-    batch_size: int,
-    workers: int | None,
-    dask_address: str | None,
-    threads_per_worker: int | None,
-    score_threshold: float,
-    min_area_m2: float,
-    simplify_m: float,
-    device: str,
-    overwrite: bool,
-    keep_cache: bool,
-    clear_cache: bool,
-) -> None:
-    """Segment INPUTS (GeoTIFFs or anything GDAL reads) into measured objects in OUTPUT.
+@click.pass_context
+def run_command(ctx: click.Context, /, run_file: Path | None, **options: Any) -> None:
+    """Segment INPUTS into measured objects in the GeoPackage OUTPUT.
 
+    INPUTS are rasters (GeoTIFFs or anything GDAL reads, local or s3:// / https://), folders of
+    rasters, glob patterns, text files listing rasters, or STAC Item / ItemCollection JSON files.
     Each class of the model becomes a layer of the GeoPackage, with object_id, class_name,
     score, area_m2, perimeter_m and source; the summary and run tables record totals and how
-    the run was made.
+    the run was made (the run table's config column is a run file that repeats the run).
     """
-    from geoseg.api import run
+    from geoseg.api import run_config
 
-    result = run(
-        inputs,
-        output,
-        model=model,
-        tile_size=tile_size,
-        overlap_px=overlap,
-        batch_size=batch_size,
-        workers=workers,
-        dask_address=dask_address,
-        score_threshold=score_threshold,
-        min_area_m2=min_area_m2,
-        simplify_m=simplify_m,
-        overwrite=overwrite,
-        device=device,
-        threads_per_worker=threads_per_worker,
-        keep_cache=keep_cache,
-        clear_cache=clear_cache,
-    )
+    fields = read_run_file(run_file) if run_file is not None else {}
+    for name, value in options.items():
+        given = ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+        if given or (RUN_FILE_KEYS[name][0] not in fields and value is not None):
+            fields[RUN_FILE_KEYS[name][0]] = value
+    if not fields.get("inputs"):
+        raise OptionsError("no input given: name rasters, or inputs in the --config file")
+    if fields.get("output") is None:
+        raise OptionsError("no output given: pass -o OUTPUT.gpkg, or output in the --config file")
+    result = run_config(RunConfig(**fields))  # type: ignore[arg-type]
     resumed = f" ({result.batches_reused} of {result.batches} batches resumed)"
     click.echo(
         f"Wrote {result.objects} objects to {result.output}"

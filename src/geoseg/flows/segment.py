@@ -7,6 +7,7 @@ report. Stitching, georeferencing and writing then run raster by raster in the f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from prefect.futures import PrefectFuture
 from pyproj import CRS
 
 import geoseg
-from geoseg.config import RunConfig
+from geoseg.config import RunConfig, run_file_document
 from geoseg.errors import GeosegError
 from geoseg.models.contract import ModelSpec, read_model_spec
 from geoseg.models.greenery import default_model_path
@@ -30,6 +31,7 @@ from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.measure import area_method
 from geoseg.tasks.partials import stitch_saved
 from geoseg.tasks.reading import RasterInfo, describe_raster
+from geoseg.tasks.sources import expand_inputs
 from geoseg.tasks.tiling import Tile, plan_tiles
 from geoseg.tasks.write import GeoPackageWriter, SummaryRow
 
@@ -83,6 +85,7 @@ def run_record(
     crs: CRS,
     started: datetime,
     batches: tuple[int, int],
+    sources: Sequence[str],
 ) -> dict[str, str | int | float | None]:
     """The row of the output's ``run`` table: enough to know how every object was made."""
     return {
@@ -90,7 +93,7 @@ def run_record(
         "model_name": spec.name,
         "model_path": spec.path,
         "model_sha256": spec.sha256,
-        "sources": "\n".join(config.inputs),
+        "sources": "\n".join(sources),
         "tile_size": tiling[0],
         "overlap_px": tiling[1],
         "batch_size": config.batch_size,
@@ -106,6 +109,7 @@ def run_record(
         "batches": batches[0],
         "batches_reused": batches[1],
         "flow_run_id": str(runtime.flow_run.id),
+        "config": json.dumps(run_file_document(config)),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -148,7 +152,8 @@ def segment_rasters(config: RunConfig) -> RunResult:
     """
     model_path = config.model or str(default_model_path())
     spec = read_model_spec(model_path)
-    rasters = [inspect_raster(path, spec.bands) for path in config.inputs]
+    sources = expand_inputs(config.inputs, config.stac_asset)
+    rasters = [inspect_raster(path, spec.bands) for path in sources]
     tiling = config.tiling(spec.tile_size, spec.overlap)
     if config.clear_cache:
         clear_cache(config.output)
@@ -214,5 +219,7 @@ def segment_into(
             sum(len(p) for p in submitted),
             sum(future is None for p in submitted for _, future in p),
         )
-        summary = out.finish(run_record(config, spec, tiling, output_crs, started, counts))
+        summary = out.finish(
+            run_record(config, spec, tiling, output_crs, started, counts, [r.path for r in rasters])
+        )
     return summary, objects, counts

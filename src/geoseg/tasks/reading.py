@@ -17,6 +17,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import RasterError
+from geoseg.tasks.sources import is_remote
 from geoseg.tasks.tiling import Tile
 
 GDAL_CACHE_MB = 64
@@ -68,7 +69,7 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
         complex pixels in one.
     """
     name = Path(path).name
-    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+    if not is_remote(path) and not Path(path).exists():
         raise RasterError(f"{path} does not exist")
     try:
         with gdal_env(), warnings.catch_warnings():
