@@ -10,10 +10,13 @@ from typing import Any
 import click
 
 from geoseg import __version__
+from geoseg.cli.chips import chips_command
+from geoseg.cli.evaluate import evaluate_command
 from geoseg.cli.export import export_command
 from geoseg.cli.inspect import inspect_command
 from geoseg.cli.run import run_command
 from geoseg.cli.summary import summary_command
+from geoseg.cli.train import train_command
 from geoseg.errors import GeosegError
 
 QUIET_ORCHESTRATION = {
@@ -56,3 +59,6 @@ cli.add_command(run_command)
 cli.add_command(summary_command)
 cli.add_command(export_command)
 cli.add_command(inspect_command)
+cli.add_command(train_command)
+cli.add_command(chips_command)
+cli.add_command(evaluate_command)

@@ -1,0 +1,110 @@
+"""``geoseg evaluate``: score a model against labelled images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.option("--model", help="Model file (default: the built-in model).")
+@click.option("--coco", type=click.Path(path_type=Path), help="COCO annotations JSON.")
+@click.option(
+    "--images", "images_dir", type=click.Path(path_type=Path), help="Folder of the COCO images."
+)
+@click.option("--raster", type=click.Path(path_type=Path), help="Georeferenced raster.")
+@click.option(
+    "--labels", type=click.Path(path_type=Path), help="Ground-truth polygons for --raster."
+)
+@click.option("--class-column", help="Label attribute holding the class name.")
+@click.option(
+    "--class-name",
+    default="building",
+    show_default=True,
+    help="Class of every polygon without --class-column.",
+)
+@click.option(
+    "--min-area-m2",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Ignore ground truth covering less inside the raster.",
+)
+@click.option(
+    "--score-threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="For precision, recall, F1 and areas.",
+)
+@click.option("--tile-size", type=int, help="Tile size in pixels (default: the model's).")
+@click.option("--overlap", type=int, help="Tile overlap in pixels (default: the model's).")
+@click.option("--threads", type=int, help="Torch threads.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON."
+)
+def evaluate_command(
+    model: str | None,
+    coco: Path | None,
+    images_dir: Path | None,
+    raster: Path | None,
+    labels: Path | None,
+    class_column: str | None,
+    class_name: str,
+    min_area_m2: float,
+    score_threshold: float,
+    tile_size: int | None,
+    overlap: int | None,
+    threads: int | None,
+    device: str,
+    json_path: Path | None,
+) -> None:
+    """Print per-class COCO mask AP and AP50, precision, recall, F1 at IoU 0.5 and area error."""
+    from geoseg.models.contract import load_model, select_device
+    from geoseg.models.evaluation import (
+        InstanceSet,
+        evaluate_instances,
+        format_table,
+        predict_image,
+    )
+    from geoseg.models.greenery import default_model_path
+    from geoseg.models.labels import load_labelled
+    from geoseg.tasks.inference import configure_torch_threads
+
+    if threads is not None:
+        configure_torch_threads(threads)
+    torch_device = select_device(device)
+    net, spec = load_model(model or default_model_path(), torch_device)
+    images = load_labelled(
+        spec.classes,
+        coco=coco,
+        images_dir=images_dir,
+        raster=raster,
+        labels=labels,
+        class_column=class_column,
+        class_name=class_name,
+        min_area_m2=min_area_m2,
+        bands=spec.bands,
+    )
+    truth, predictions = [], []
+    for image in images:
+        predicted = predict_image(
+            net, spec, image.image, image.valid, tile_size, overlap, torch_device
+        )
+        truth.append(InstanceSet(image.instances, image.classes))
+        predictions.append(predicted)
+    gsd = images[0].gsd_m if len(images) == 1 else None
+    report = evaluate_instances(
+        truth, predictions, spec.classes, score_threshold, None if gsd is None else gsd * gsd
+    )
+    report["model"] = spec.name
+    report["model_sha256"] = spec.sha256
+    click.echo(format_table(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+        click.echo(f"Wrote {json_path}")

@@ -1,0 +1,196 @@
+"""``geoseg train``: train or fine-tune the built-in network and package it as a model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DEFAULT_CLASSES = "lawn,bridge,building"
+
+
+@click.command("train")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--coco", type=click.Path(path_type=Path), help="COCO annotations JSON.")
+@click.option(
+    "--images", "images_dir", type=click.Path(path_type=Path), help="Folder of the COCO images."
+)
+@click.option("--raster", type=click.Path(path_type=Path), help="Georeferenced raster to train on.")
+@click.option(
+    "--labels", type=click.Path(path_type=Path), help="Polygons (GeoPackage, GeoJSON, ...)."
+)
+@click.option("--class-column", help="Label attribute holding the class name.")
+@click.option(
+    "--class-name",
+    default="building",
+    show_default=True,
+    help="Class of every polygon without --class-column.",
+)
+@click.option(
+    "--synthetic",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Synthetic scenes to generate and mix in.",
+)
+@click.option(
+    "--classes", default=DEFAULT_CLASSES, show_default=True, help="The model's classes, in order."
+)
+@click.option(
+    "--init",
+    "init_checkpoint",
+    type=click.Path(path_type=Path),
+    help="Fine-tune from this checkpoint.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint file [default: OUTPUT with .ckpt].",
+)
+@click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")
+@click.option("--iterations", type=int, default=2000, show_default=True)
+@click.option("--minutes", type=float, help="Stop after this long; the schedule shrinks to fit.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option(
+    "--tile-size", type=int, default=256, show_default=True, help="Training crop edge (pixels)."
+)
+@click.option("--learning-rate", type=float, default=2e-3, show_default=True)
+@click.option("--val-fraction", type=float, default=0.15, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="Torch threads (set to the free cores).")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--precision", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
+@click.option("--tta", is_flag=True, help="Package the model with test-time augmentation on.")
+def train_command(
+    output: Path,
+    coco: Path | None,
+    images_dir: Path | None,
+    raster: Path | None,
+    labels: Path | None,
+    class_column: str | None,
+    class_name: str,
+    synthetic: int,
+    classes: str,
+    init_checkpoint: Path | None,
+    checkpoint: Path | None,
+    resume: bool,
+    iterations: int,
+    minutes: float | None,
+    batch_size: int,
+    tile_size: int,
+    learning_rate: float,
+    val_fraction: float,
+    seed: int,
+    threads: int | None,
+    device: str,
+    precision: str,
+    tta: bool,
+) -> None:
+    """Train a body/boundary/contact U-Net and write it to OUTPUT as a geoseg model file.
+
+    Labels come from a COCO dataset (--coco) or a raster with polygons (--raster, --labels),
+    optionally mixed with synthetic scenes (--synthetic N); --synthetic alone pre-trains.
+    """
+    import numpy as np
+
+    from geoseg.errors import OptionsError
+    from geoseg.models.contract import select_device
+    from geoseg.models.labels import load_labelled
+    from geoseg.models.segmenter import package_segmenter
+    from geoseg.models.synthetic import synthetic_images
+    from geoseg.models.training import (
+        MEAN,
+        STD,
+        Progress,
+        TrainingConfig,
+        TrainingSource,
+        load_checkpoint,
+        make_batch,
+        network_from_checkpoint,
+        split_validation,
+        train,
+    )
+    from geoseg.tasks.inference import configure_torch_threads
+
+    if resume and init_checkpoint is not None:
+        raise OptionsError("--resume conflicts with --init: a resumed run has its own weights")
+    names = [n.strip() for n in classes.split(",") if n.strip()]
+    model_classes = dict(enumerate(names, start=1))
+    if threads is not None:
+        configure_torch_threads(threads)
+    torch_device = select_device(device)
+    has_labels = coco is not None or raster is not None or labels is not None
+    if not has_labels and synthetic <= 0:
+        raise OptionsError(
+            "nothing to train on: pass --coco, --raster with --labels, or --synthetic N"
+        )
+    sources: list[TrainingSource] = []
+    validation_images = []
+    if has_labels:
+        images = load_labelled(
+            model_classes,
+            coco=coco,
+            images_dir=images_dir,
+            raster=raster,
+            labels=labels,
+            class_column=class_column,
+            class_name=class_name,
+        )
+        train_images, held = split_validation(images, val_fraction)
+        labelled = tuple(sorted({int(c) for im in images for c in im.classes}))
+        sources.append(TrainingSource(tuple(train_images), labelled, weight=3.0))
+        validation_images.append(TrainingSource(tuple(held), labelled))
+    if synthetic > 0:
+        scenes = synthetic_images(synthetic, seed=seed * 100_003)
+        train_scenes, held_scenes = split_validation(scenes, val_fraction)
+        synthetic_classes = tuple(
+            k for k, v in model_classes.items() if v in ("lawn", "bridge", "building")
+        )
+        sources.append(TrainingSource(tuple(train_scenes), synthetic_classes))
+        validation_images.append(TrainingSource(tuple(held_scenes), synthetic_classes))
+    config = TrainingConfig(
+        classes=model_classes,
+        tile_px=tile_size,
+        batch_size=batch_size,
+        iterations=iterations,
+        max_minutes=minutes,
+        learning_rate=learning_rate,
+        seed=seed,
+        precision=precision,
+    )
+    rng = np.random.default_rng([seed, 2**31 - 1])
+    validation = [make_batch(validation_images, config, rng, augment=False) for _ in range(2)]
+    initial = network_from_checkpoint(load_checkpoint(init_checkpoint)) if init_checkpoint else None
+    checkpoint = checkpoint or output.with_suffix(".ckpt")
+    with click.progressbar(length=iterations, label="training", show_pos=True) as bar:
+        done = [0]
+
+        def report(progress: Progress) -> None:
+            bar.length = progress.total
+            bar.update(progress.iteration - done[0])
+            done[0] = progress.iteration
+            val = progress.validation_loss
+            bar.label = (
+                f"loss {progress.loss:.3f}"
+                + (f" val {val:.3f}" if val is not None else "")
+                + f" {progress.seconds_per_iteration:.2f}s/it"
+            )
+
+        net, result = train(
+            sources,
+            config,
+            validation=validation,
+            device=torch_device,
+            checkpoint=checkpoint,
+            resume=resume,
+            initial=initial,
+            on_progress=report,
+        )
+    spec = package_segmenter(net, output, classes=model_classes, mean=MEAN, std=STD, tta=tta)
+    click.echo(
+        f"Trained {result.iterations} iterations in {result.seconds / 60:.1f} min "
+        f"(loss {result.loss:.3f}, validation {result.validation_loss or float('nan'):.3f}); "
+        f"wrote {spec.path}, checkpoint {checkpoint}"
+    )

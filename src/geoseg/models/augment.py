@@ -1,0 +1,163 @@
+"""Random training crops with augmentations that suit overhead imagery.
+
+Overhead scenes have no up: 90-degree rotations and flips give eight equally real views.
+Ground resolution varies between sources, so crops are also rescaled (a log-uniform zoom), and
+sensors and light differ, so colours are jittered. Instances are resampled with nearest
+neighbour, so they stay exact labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
+
+from geoseg.models.datasets import LabelledImage
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How crops are varied.
+
+    Parameters
+    ----------
+    zoom : tuple of float
+        Range of the resampling factor (output pixels per input pixel), drawn log-uniformly:
+        ``(0.5, 2.0)`` shows a 0.15 m source at 0.075-0.3 m per pixel.
+    rotate, flip : bool
+        Random 90-degree rotations and horizontal flips (together all eight views).
+    brightness, contrast, saturation, channel_gain : float
+        Maximum relative change of each (0 disables it).
+    noise : float
+        Standard deviation of additive Gaussian noise, on the 0..1 scale.
+    """
+
+    zoom: tuple[float, float] = (0.67, 1.5)
+    rotate: bool = True
+    flip: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.3
+    channel_gain: float = 0.08
+    noise: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.zoom[0] <= self.zoom[1]:
+            raise ValueError(
+                f"zoom must be an increasing pair of positive factors, got {self.zoom}"
+            )
+
+
+NO_AUGMENTATION = Augmentation(
+    zoom=(1.0, 1.0),
+    rotate=False,
+    flip=False,
+    brightness=0,
+    contrast=0,
+    saturation=0,
+    channel_gain=0,
+    noise=0,
+)
+"""Plain crops, for validation."""
+
+
+@dataclass(frozen=True, eq=False)
+class Crop:
+    """One training sample: float pixels scaled to 0..1, instances, classes and validity."""
+
+    image: torch.Tensor  # float32 [C, T, T], 0..1
+    instances: torch.Tensor  # int64 [T, T]
+    classes: torch.Tensor  # int64 [N + 1]; entry i is the class of instance i, entry 0 unused
+    valid: torch.Tensor  # bool [T, T]
+
+
+def sample_crop(
+    source: LabelledImage,
+    size: int,
+    rng: np.random.Generator,
+    augmentation: Augmentation,
+    scale: float = 1.0 / 255.0,
+) -> Crop:
+    """A random ``size`` x ``size`` crop of ``source``, augmented.
+
+    Where the zoomed crop reaches past the image, it is padded with invalid pixels.
+    """
+    low, high = augmentation.zoom
+    zoom = math.exp(rng.uniform(math.log(low), math.log(high)))
+    extent = max(round(size / zoom), 1)
+    height, width = source.instances.shape
+    row = int(rng.integers(0, max(height - extent, 0) + 1))
+    col = int(rng.integers(0, max(width - extent, 0) + 1))
+    window = (slice(row, row + extent), slice(col, col + extent))
+    image = torch.from_numpy(np.ascontiguousarray(source.image[(slice(None), *window)])).float()
+    instances = torch.from_numpy(source.instances[window].astype(np.int64))
+    valid = torch.from_numpy(source.valid[window])
+    pad_rows, pad_cols = extent - instances.shape[0], extent - instances.shape[1]
+    if pad_rows or pad_cols:
+        image = F.pad(image, [0, pad_cols, 0, pad_rows])
+        instances = F.pad(instances, [0, pad_cols, 0, pad_rows])
+        valid = F.pad(valid, [0, pad_cols, 0, pad_rows])
+    image = image * scale
+    if extent != size:
+        image = F.interpolate(
+            image[None],
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=extent > size,
+        )[0]
+        instances = F.interpolate(instances[None, None].float(), size=(size, size), mode="nearest")[
+            0, 0
+        ].long()
+        valid = (
+            F.interpolate(valid[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
+        )
+    if augmentation.rotate:
+        k = int(rng.integers(0, 4))
+        image, instances, valid = (t.rot90(k, [-2, -1]) for t in (image, instances, valid))
+    if augmentation.flip and rng.random() < 0.5:
+        image, instances, valid = (t.flip(-1) for t in (image, instances, valid))
+    image = jitter_colours(image, rng, augmentation)
+    classes = torch.cat([torch.zeros(1, dtype=torch.int64), torch.from_numpy(source.classes)])
+    return Crop(image.contiguous(), instances.contiguous(), classes, valid.contiguous())
+
+
+def jitter_colours(
+    image: torch.Tensor, rng: np.random.Generator, augmentation: Augmentation
+) -> torch.Tensor:
+    """Brightness, contrast, saturation, per-band gain and noise on a 0..1 image ``[C, H, W]``."""
+    a = augmentation
+    if a.brightness:
+        image = image * (1 + rng.uniform(-a.brightness, a.brightness))
+    if a.contrast:
+        mean = image.mean()
+        image = (image - mean) * (1 + rng.uniform(-a.contrast, a.contrast)) + mean
+    if a.saturation and image.shape[0] == 3:
+        grey = image.mean(dim=0, keepdim=True)
+        image = grey + (image - grey) * (1 + rng.uniform(-a.saturation, a.saturation))
+    if a.channel_gain:
+        gains = rng.uniform(1 - a.channel_gain, 1 + a.channel_gain, image.shape[0])
+        image = image * torch.tensor(gains, dtype=torch.float32)[:, None, None]
+    if a.noise:
+        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**31)))
+        image = image + torch.randn(image.shape, generator=generator) * a.noise
+    return image.clamp(0, 1)
+
+
+def collate(crops: Sequence[Crop]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack crops: images ``[B, C, T, T]``, instances ``[B, T, T]``, classes ``[B, M + 1]``
+    (padded with 0), valid ``[B, T, T]``."""
+    longest = max(c.classes.shape[0] for c in crops)
+    classes = torch.zeros((len(crops), longest), dtype=torch.int64)
+    for index, crop in enumerate(crops):
+        classes[index, : crop.classes.shape[0]] = crop.classes
+    return (
+        torch.stack([c.image for c in crops]),
+        torch.stack([c.instances for c in crops]),
+        classes,
+        torch.stack([c.valid for c in crops]),
+    )

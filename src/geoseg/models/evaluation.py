@@ -1,0 +1,329 @@
+"""Score predicted instances against ground truth.
+
+Two families of figures, per class:
+
+* COCO mask AP (IoU 0.5:0.95) and AP50, computed by pycocotools' ``COCOeval`` (the reference
+  implementation, not a re-implementation), from all predictions whatever their score;
+* precision, recall and F1 at IoU >= 0.5 with one-to-one matching (the SpaceNet building
+  metric), and the total-area error, from the predictions scoring at least the threshold.
+
+`predict_image` runs any contract model over an image of any size, tile by tile, the way the
+pipeline feeds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from geoseg.errors import OptionsError
+from geoseg.models.contract import ModelSpec
+from geoseg.tasks.inference import predict_tiles
+
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceSet:
+    """Instances of one image: a label map (0 background, ``i`` instance ``i``), their class ids
+    and, for predictions, scores."""
+
+    labels: npt.NDArray[Any]
+    classes: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32] | None = None
+
+
+def predict_image(
+    model: torch.jit.ScriptModule,
+    spec: ModelSpec,
+    pixels: npt.NDArray[Any],
+    valid: npt.NDArray[np.bool_] | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 4,
+) -> InstanceSet:
+    """Instances of a whole image ``[C, H, W]`` (raw values, the spec's bands) from a model.
+
+    The image is cut into overlapping tiles; each tile keeps the instances whose box centre lies
+    in its share of the overlaps (split halfway), so every object comes from the one tile that
+    sees it best. Contested pixels go to the higher score.
+    """
+    device = device or torch.device("cpu")
+    tile_size = tile_size or spec.tile_size or 512
+    overlap = spec.overlap if overlap is None else overlap
+    overlap = 64 if overlap is None else overlap
+    height, width = pixels.shape[1:]
+    valid = np.ones((height, width), dtype=bool) if valid is None else valid
+    rows, cols = _starts(height, tile_size, overlap), _starts(width, tile_size, overlap)
+    windows = [(r, c) for r in rows for c in cols]
+    kept_masks: list[tuple[float, int, npt.NDArray[np.bool_], int, int]] = []
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        tiles = [
+            pixels[:, r : r + tile_size, c : c + tile_size].astype(np.float32) for r, c in chunk
+        ]
+        oks = [valid[r : r + tile_size, c : c + tile_size] for r, c in chunk]
+        predictions = predict_tiles(model, spec, tiles, oks, 0.0, device)
+        for (r, c), prediction in zip(chunk, predictions, strict=True):
+            row_lo, row_hi = _core(rows, r, tile_size, height)
+            col_lo, col_hi = _core(cols, c, tile_size, width)
+            for index in range(prediction.count):
+                mask = prediction.labels == index + 1
+                ys, xs = np.nonzero(mask)
+                cy = r + (ys.min() + ys.max() + 1) / 2
+                cx = c + (xs.min() + xs.max() + 1) / 2
+                if row_lo <= cy < row_hi and col_lo <= cx < col_hi:
+                    kept_masks.append(
+                        (
+                            float(prediction.scores[index]),
+                            int(prediction.class_ids[index]),
+                            mask,
+                            r,
+                            c,
+                        )
+                    )
+    labels = np.zeros((height, width), dtype=np.int32)
+    kept_masks.sort(key=lambda item: item[0])  # ascending: the best score is pasted last
+    for number, (_, _, mask, r, c) in enumerate(kept_masks, start=1):
+        view = labels[r : r + mask.shape[0], c : c + mask.shape[1]]
+        view[mask] = number
+    present = np.bincount(labels.ravel(), minlength=len(kept_masks) + 1) > 0
+    present[0] = False
+    lookup = np.zeros(len(kept_masks) + 1, dtype=np.int32)
+    lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    classes = np.array([k[1] for k in kept_masks], dtype=np.int64)[present[1:]]
+    scores = np.array([k[0] for k in kept_masks], dtype=np.float32)[present[1:]]
+    return InstanceSet(lookup[labels], classes, scores)
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - 2 * overlap
+    if step < 1:
+        raise OptionsError(f"overlap {overlap} must be less than half the tile size {tile}")
+    values = [*range(0, length - tile, step), length - tile]
+    return sorted(set(values))
+
+
+def _core(starts: list[int], start: int, tile: int, length: int) -> tuple[float, float]:
+    index = starts.index(start)
+    low = 0.0 if index == 0 else (starts[index - 1] + tile + start) / 2
+    high = float(length) if index == len(starts) - 1 else (start + tile + starts[index + 1]) / 2
+    return low, high
+
+
+def evaluate_instances(
+    truth: Sequence[InstanceSet],
+    predictions: Sequence[InstanceSet],
+    classes: Mapping[int, str],
+    score_threshold: float = 0.5,
+    pixel_area_m2: float | None = None,
+) -> dict[str, Any]:
+    """Per-class AP, AP50, precision, recall, F1 (IoU >= 0.5) and area error.
+
+    ``truth`` and ``predictions`` pair up image by image; predictions need scores. Returns a
+    JSON-ready dict: ``{"classes": {name: {...}}, "score_threshold": ..., "images": n}``;
+    ``area_error`` is (predicted - true) / true total area, areas in pixels and, with
+    ``pixel_area_m2``, in square metres.
+    """
+    if len(truth) != len(predictions):
+        raise OptionsError(f"{len(truth)} ground-truth images but {len(predictions)} predictions")
+    ap = coco_mask_ap(truth, predictions, classes)
+    report: dict[str, Any] = {
+        "images": len(truth),
+        "score_threshold": score_threshold,
+        "classes": {},
+    }
+    for class_id, name in sorted(classes.items()):
+        tp = fp = fn = 0
+        true_area = predicted_area = 0
+        for gt, pred in zip(truth, predictions, strict=True):
+            if pred.scores is None:
+                raise OptionsError("predictions need scores")
+            g = _select(gt.labels, gt.classes == class_id)
+            confident = (pred.classes == class_id) & (pred.scores >= score_threshold)
+            p = _select(pred.labels, confident)
+            matched = count_matches(g, p)
+            n_true, n_pred = int(g.max(initial=0)), int(p.max(initial=0))
+            tp += matched
+            fp += n_pred - matched
+            fn += n_true - matched
+            true_area += int((g > 0).sum())
+            predicted_area += int((p > 0).sum())
+        # Undefined figures (nothing predicted, nothing to find) are None, not a misleading 0.
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn) if tp + fn else None
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        entry = {
+            "ap": ap[class_id][0],
+            "ap50": ap[class_id][1],
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "true_positives": tp,
+            "false_positives": fp,
+            "false_negatives": fn,
+            "true_area_px": true_area,
+            "predicted_area_px": predicted_area,
+            "area_error": (predicted_area - true_area) / true_area if true_area else None,
+        }
+        if pixel_area_m2 is not None:
+            entry["true_area_m2"] = true_area * pixel_area_m2
+            entry["predicted_area_m2"] = predicted_area * pixel_area_m2
+        report["classes"][name] = entry
+    return report
+
+
+def _select(labels: npt.NDArray[Any], keep: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Label map of the kept instances only, renumbered 1..M."""
+    lookup = np.zeros(len(keep) + 1, dtype=np.int64)
+    lookup[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    selected: npt.NDArray[np.int64] = lookup[labels]
+    return selected
+
+
+def count_matches(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> int:
+    """Pairs matched one-to-one at IoU >= 0.5 between two label maps (greedy, best IoU first).
+
+    Examples
+    --------
+    >>> a = np.array([[1, 1, 0, 2]])
+    >>> count_matches(a, a)
+    2
+    """
+    n_true, n_pred = int(truth.max(initial=0)), int(predicted.max(initial=0))
+    if n_true == 0 or n_pred == 0:
+        return 0
+    both = (truth > 0) & (predicted > 0)
+    pairs = truth[both] * (n_pred + 1) + predicted[both]
+    overlap = np.bincount(pairs, minlength=(n_true + 1) * (n_pred + 1)).reshape(
+        n_true + 1, n_pred + 1
+    )
+    true_size = np.bincount(truth.ravel(), minlength=n_true + 1)
+    pred_size = np.bincount(predicted.ravel(), minlength=n_pred + 1)
+    union = true_size[:, None] + pred_size[None, :] - overlap
+    iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)[1:, 1:]
+    candidates = np.argwhere(iou >= MATCH_IOU)
+    order = np.argsort(-iou[candidates[:, 0], candidates[:, 1]], kind="stable")
+    used_true, used_pred = set(), set()
+    for t, p in candidates[order]:
+        if t not in used_true and p not in used_pred:
+            used_true.add(t)
+            used_pred.add(p)
+    return len(used_true)
+
+
+def coco_mask_ap(
+    truth: Sequence[InstanceSet], predictions: Sequence[InstanceSet], classes: Mapping[int, str]
+) -> dict[int, tuple[float | None, float | None]]:
+    """COCO mask AP (IoU 0.5:0.95) and AP50 per class, by pycocotools' ``COCOeval``.
+
+    A class without ground truth gets ``None``. Up to 1000 detections per image count.
+    """
+    try:
+        from pycocotools import mask as coco_mask  # type: ignore[import-untyped]
+        from pycocotools.coco import COCO  # type: ignore[import-untyped]
+        from pycocotools.cocoeval import COCOeval  # type: ignore[import-untyped]
+    except ImportError:
+        raise OptionsError("mask AP needs pycocotools: pip install 'geoseg[train]'") from None
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    detections: list[dict[str, Any]] = []
+    for image_id, (gt, pred) in enumerate(zip(truth, predictions, strict=True), start=1):
+        height, width = gt.labels.shape
+        images.append({"id": image_id, "height": height, "width": width})
+        for index, class_id in enumerate(gt.classes, start=1):
+            rle = _rle(coco_mask, gt.labels == index)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(class_id),
+                    "segmentation": rle,
+                    "area": float(coco_mask.area(rle)),
+                    "bbox": list(coco_mask.toBbox(rle)),
+                    "iscrowd": 0,
+                }
+            )
+        scores = pred.scores if pred.scores is not None else np.ones(len(pred.classes), np.float32)
+        for index, class_id in enumerate(pred.classes, start=1):
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(class_id),
+                    "segmentation": _rle(coco_mask, pred.labels == index),
+                    "score": float(scores[index - 1]),
+                }
+            )
+    result: dict[int, tuple[float | None, float | None]] = {k: (None, None) for k in classes}
+    if not annotations:
+        return result
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground = COCO()
+        ground.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": k, "name": v} for k, v in classes.items()],
+        }
+        ground.createIndex()
+        found = ground.loadRes(detections) if detections else COCO()
+        if not detections:
+            found.dataset = {
+                "images": images,
+                "annotations": [],
+                "categories": ground.dataset["categories"],
+            }
+            found.createIndex()
+        evaluator = COCOeval(ground, found, "segm")
+        evaluator.params.maxDets = [10, 100, 1000]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"]  # [IoU, recall, class, area, maxDets]
+    for k_index, class_id in enumerate(evaluator.params.catIds):
+        if not any(a["category_id"] == class_id for a in annotations):
+            continue
+        values = precision[:, :, k_index, 0, -1]
+        at50 = values[0][values[0] > -1]
+        everything = values[values > -1]
+        result[class_id] = (
+            float(everything.mean()) if everything.size else 0.0,
+            float(at50.mean()) if at50.size else 0.0,
+        )
+    return result
+
+
+def _rle(coco_mask: Any, mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
+    rle: dict[str, Any] = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The report as a fixed-width text table, one row per class."""
+    header = (
+        f"{'class':<12}{'AP':>7}{'AP50':>7}{'P':>7}{'R':>7}{'F1':>7}"
+        f"{'TP':>6}{'FP':>6}{'FN':>6}{'area err':>10}"
+    )
+    lines = [header, "-" * len(header)]
+
+    def number(value: float | None) -> str:
+        return "   n/a" if value is None else f"{value:6.3f}"
+
+    for name, entry in report["classes"].items():
+        error = entry["area_error"]
+        lines.append(
+            f"{name:<12} {number(entry['ap'])} {number(entry['ap50'])} {number(entry['precision'])}"
+            f" {number(entry['recall'])} {number(entry['f1'])}{entry['true_positives']:>6}"
+            f"{entry['false_positives']:>6}{entry['false_negatives']:>6}"
+            f"{'n/a' if error is None else f'{error:+.1%}':>10}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,412 @@
+"""Train the body/boundary/contact U-Net: batches, loss, optimiser steps, checkpoints.
+
+The loop draws every batch from a random generator seeded with ``(seed, iteration)``, so a run
+is reproducible and a resumed run continues exactly where the checkpoint left it. Sources are
+mixed by weight, and each source says which classes its labels are complete for: a source of
+buildings only teaches nothing about lawns (the lawn channels are masked out of its loss), so
+fine-tuning on real buildings keeps what synthetic pre-training taught about lawns and bridges.
+
+Checkpoints hold only tensors and plain values and are read with
+``torch.load(weights_only=True)``: a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
+
+from geoseg.errors import ModelError, OptionsError
+from geoseg.models.augment import NO_AUGMENTATION, Augmentation, collate, sample_crop
+from geoseg.models.datasets import LabelledImage
+from geoseg.models.targets import instance_targets
+from geoseg.models.unet import DEFAULT_WIDTHS, UNet
+
+MEAN = (0.45, 0.44, 0.39)
+"""Per-band mean of 0..1 RGB used to standardise inputs (recorded in the model file)."""
+STD = (0.21, 0.20, 0.20)
+"""Per-band standard deviation of 0..1 RGB used to standardise inputs."""
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingSource:
+    """Labelled images drawn from with probability proportional to ``weight``.
+
+    ``labelled_classes`` lists the model class ids whose every object is labelled in these
+    images; the other classes' channels do not contribute to the loss.
+    """
+
+    images: tuple[LabelledImage, ...]
+    labelled_classes: tuple[int, ...]
+    weight: float = 1.0
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise OptionsError("a training source needs at least one image")
+        if self.weight <= 0:
+            raise OptionsError(f"source weight must be positive, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of a run; recorded in every checkpoint.
+
+    ``iterations`` is the length of the learning-rate schedule; ``max_minutes`` (optional, counted
+    from the start or the resumption of a run) ends the run earlier and shortens the schedule to
+    what fits, re-measured every 25 steps.
+    """
+
+    classes: dict[int, str]
+    tile_px: int = 256
+    batch_size: int = 8
+    iterations: int = 2000
+    max_minutes: float | None = None
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 30
+    seed: int = 0
+    precision: str = "bf16"
+    validate_every: int = 100
+    checkpoint_every: int = 100
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+
+    def __post_init__(self) -> None:
+        if sorted(self.classes) != list(range(1, len(self.classes) + 1)):
+            raise OptionsError(f"classes must be numbered 1..K, got {sorted(self.classes)}")
+        if self.precision not in ("bf16", "fp32"):
+            raise OptionsError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        for name in ("tile_px", "batch_size", "iterations", "validate_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise OptionsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.tile_px % (2 ** (len(self.widths) - 1)):
+            raise OptionsError(
+                f"tile size {self.tile_px} must be a multiple of {2 ** (len(self.widths) - 1)}"
+            )
+
+
+@dataclass
+class Batch:
+    """Network inputs and targets of one step, standardised and on the CPU."""
+
+    images: torch.Tensor  # float32 [B, C, T, T], standardised
+    targets: torch.Tensor  # float32 [B, 3K, T, T]
+    weights: torch.Tensor  # float32 [B, 3K, T, T]: 1 where the loss counts
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.images.to(device), self.targets.to(device), self.weights.to(device))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the loop reports after each step."""
+
+    iteration: int
+    total: int
+    loss: float
+    validation_loss: float | None
+    seconds_per_iteration: float
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """How a run ended."""
+
+    iterations: int
+    seconds: float
+    loss: float
+    validation_loss: float | None
+
+
+def build_network(config: TrainingConfig) -> UNet:
+    """A fresh U-Net for ``config``'s classes, seeded for reproducibility."""
+    torch.manual_seed(config.seed)
+    return UNet(3, len(config.classes), tuple(config.widths))
+
+
+def make_batch(
+    sources: Sequence[TrainingSource],
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    augment: bool = True,
+) -> Batch:
+    """Draw ``config.batch_size`` crops from ``sources`` and compute their targets."""
+    weights = np.array([s.weight for s in sources], dtype=np.float64)
+    crops, masks = [], []
+    num_classes = len(config.classes)
+    for _ in range(config.batch_size):
+        source = sources[int(rng.choice(len(sources), p=weights / weights.sum()))]
+        sizes = np.array([im.instances.size for im in source.images], dtype=np.float64)
+        image = source.images[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+        augmentation = source.augmentation if augment else NO_AUGMENTATION
+        crops.append(sample_crop(image, config.tile_px, rng, augmentation))
+        labelled = torch.zeros(3 * num_classes)
+        for class_id in source.labelled_classes:
+            labelled[3 * (class_id - 1) : 3 * class_id] = 1.0
+        masks.append(labelled)
+    images, instances, classes, valid = collate(crops)
+    targets = instance_targets(instances, classes, num_classes)
+    weights_t = torch.stack(masks)[:, :, None, None] * valid[:, None].float()
+    return Batch(standardise(images), targets, weights_t.expand_as(targets).contiguous())
+
+
+def standardise(images: torch.Tensor) -> torch.Tensor:
+    """0..1 RGB ``[B, 3, H, W]`` to the network's input scale (see `MEAN`, `STD`)."""
+    mean = torch.tensor(MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(STD, dtype=torch.float32)[:, None, None]
+    return (images - mean) / std
+
+
+def segmentation_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice over the weighted pixels of every channel.
+
+    Dice keeps the thin boundary and contact channels from being drowned by their background;
+    channels with no weighted pixels in the batch are left out of it.
+    """
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    bce_mean = (bce * weights).sum() / weights.sum().clamp(min=1.0)
+    probabilities = torch.sigmoid(logits) * weights
+    truth = targets * weights
+    dims = (0, 2, 3)
+    intersection = (probabilities * truth).sum(dims)
+    denominator = probabilities.sum(dims) + truth.sum(dims)
+    dice = 1.0 - (2.0 * intersection + 1.0) / (denominator + 1.0)
+    counted = weights.sum(dims) > 0
+    dice_mean = dice[counted].mean() if bool(counted.any()) else logits.sum() * 0.0
+    return bce_mean + dice_mean
+
+
+def train_step(
+    net: UNet, optimizer: torch.optim.Optimizer, batch: Batch, precision: str, device: torch.device
+) -> float:
+    """One optimiser step on ``batch``; returns the loss."""
+    net.train()
+    batch = batch.to(device)
+    images = batch.images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = net(images)
+    loss = segmentation_loss(logits, batch.targets, batch.weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    return float(loss.detach())
+
+
+def validation_loss(
+    net: UNet, batches: Sequence[Batch], precision: str, device: torch.device
+) -> float:
+    """Mean loss over fixed validation batches, in eval mode."""
+    net.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for batch in batches:
+            moved = batch.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = net(moved.images.contiguous(memory_format=torch.channels_last))
+            total += float(segmentation_loss(logits, moved.targets, moved.weights))
+    return total / max(len(batches), 1)
+
+
+def learning_rate(config: TrainingConfig, iteration: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak at ``total`` iterations."""
+    peak = config.learning_rate
+    if iteration < config.warmup_iterations:
+        return peak * (iteration + 1) / config.warmup_iterations
+    progress = min(
+        (iteration - config.warmup_iterations) / max(total - config.warmup_iterations, 1), 1.0
+    )
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_checkpoint(
+    path: str | Path,
+    net: UNet,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    config: TrainingConfig,
+    total: int,
+) -> None:
+    """Write a checkpoint that `load_checkpoint` reads with ``weights_only=True``."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.tmp")
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "iteration": iteration,
+        "total": total,
+        "config": _config_document(config),
+        "mean": list(MEAN),
+        "std": list(STD),
+    }
+    torch.save(document, temporary)
+    temporary.replace(target)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); one-line `ModelError` if unusable."""
+    file = Path(path)
+    try:
+        document = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{file}: checkpoint not found") from None
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        last = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+        raise ModelError(f"{file}: not a readable geoseg checkpoint: {last[0]}") from None
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{file}: not a geoseg training checkpoint (format {CHECKPOINT_FORMAT})")
+    return document
+
+
+def config_from_checkpoint(document: dict[str, Any], **overrides: Any) -> TrainingConfig:
+    """The `TrainingConfig` stored in a checkpoint, with ``overrides`` applied."""
+    values = dict(document["config"])
+    values["classes"] = {int(k): v for k, v in values["classes"].items()}
+    values["widths"] = tuple(values["widths"])
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def network_from_checkpoint(document: dict[str, Any]) -> UNet:
+    """The network of a checkpoint with its weights loaded."""
+    config = config_from_checkpoint(document)
+    net = UNet(3, len(config.classes), config.widths)
+    try:
+        net.load_state_dict(document["model"])
+    except RuntimeError as exc:
+        raise ModelError(
+            f"checkpoint weights do not fit the network: {str(exc).splitlines()[0]}"
+        ) from None
+    return net
+
+
+def _config_document(config: TrainingConfig) -> dict[str, Any]:
+    values = asdict(config)
+    values["classes"] = {str(k): v for k, v in config.classes.items()}
+    values["widths"] = list(config.widths)
+    return values
+
+
+def train(
+    sources: Sequence[TrainingSource],
+    config: TrainingConfig,
+    *,
+    validation: Sequence[Batch] = (),
+    device: torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    initial: UNet | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[UNet, TrainingResult]:
+    """Train a U-Net on ``sources``; return it and how the run ended.
+
+    Parameters
+    ----------
+    sources
+        Where crops come from (see `TrainingSource`).
+    config
+        Hyper-parameters.
+    validation
+        Fixed batches (see `make_batch` with ``augment=False``) scored every
+        ``config.validate_every`` iterations and at the end.
+    device
+        CPU by default.
+    checkpoint
+        File written every ``config.checkpoint_every`` iterations and at the end.
+    resume
+        Continue from ``checkpoint`` (weights, optimiser, iteration); it must exist.
+    initial
+        Start from these weights (fine-tuning) instead of a fresh network; ignored on resume.
+    on_progress
+        Called after every iteration (a progress bar).
+    """
+    device = device or torch.device("cpu")
+    net = initial if initial is not None else build_network(config)
+    net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    start, total = 0, config.iterations
+    if resume:
+        if checkpoint is None or not Path(checkpoint).is_file():
+            raise OptionsError(f"cannot resume: checkpoint {checkpoint} does not exist")
+        document = load_checkpoint(checkpoint)
+        net.load_state_dict(document["model"])
+        optimizer.load_state_dict(document["optimizer"])
+        start, total = int(document["iteration"]), int(document["total"])
+    upper = total
+    began = time.perf_counter()
+    loss, val_loss = math.nan, None
+    iteration = start
+    pace = 0.0
+    while iteration < total:
+        rng = np.random.default_rng([config.seed, iteration])
+        batch = make_batch(sources, config, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, iteration, total)
+        loss = train_step(net, optimizer, batch, config.precision, device)
+        iteration += 1
+        elapsed = time.perf_counter() - began
+        pace = elapsed / (iteration - start)
+        if config.max_minutes is not None:
+            # Re-plan now and then: the pace changes when other work shares the cores.
+            if (iteration - start) % 25 == 5:
+                fits = iteration + int((config.max_minutes * 60 - elapsed) / pace)
+                total = max(min(upper, fits), iteration)
+            if elapsed > config.max_minutes * 60:
+                total = iteration  # out of time: the schedule ends here
+        last = iteration == total
+        if validation and (iteration % config.validate_every == 0 or last):
+            val_loss = validation_loss(net, validation, config.precision, device)
+        if checkpoint is not None and (iteration % config.checkpoint_every == 0 or last):
+            save_checkpoint(checkpoint, net, optimizer, iteration, config, total)
+        if on_progress is not None:
+            on_progress(Progress(iteration, total, loss, val_loss, pace))
+    net.eval()
+    return net, TrainingResult(iteration - start, time.perf_counter() - began, loss, val_loss)
+
+
+def split_validation(
+    images: Sequence[LabelledImage], fraction: float
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """Hold out ``fraction`` of the data for validation.
+
+    Several images: the last ``fraction`` of them (at least one). One image: its bottom rows,
+    so that training and validation pixels never overlap.
+    """
+    if not 0 < fraction < 1:
+        raise OptionsError(f"validation fraction must be between 0 and 1, got {fraction}")
+    if len(images) > 1:
+        held = max(1, round(len(images) * fraction))
+        return list(images[:-held]), list(images[-held:])
+    (image,) = images
+    height = image.instances.shape[0]
+    cut = round(height * (1 - fraction))
+    return [_rows(image, 0, cut)], [_rows(image, cut, height)]
+
+
+def _rows(image: LabelledImage, start: int, stop: int) -> LabelledImage:
+    instances = image.instances[start:stop]
+    ids = np.unique(instances[instances > 0])
+    lookup = np.zeros(len(image.classes) + 1, dtype=np.int32)
+    lookup[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return LabelledImage(
+        image=image.image[:, start:stop],
+        instances=lookup[instances],
+        classes=image.classes[ids - 1],
+        valid=image.valid[start:stop],
+        name=image.name,
+        gsd_m=image.gsd_m,
+    )

@@ -1,0 +1,141 @@
+"""``geoseg train``, ``geoseg chips`` and ``geoseg evaluate`` through the CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from click.testing import CliRunner
+
+from geoseg.cli.main import cli
+from geoseg.models.contract import read_model_spec
+
+
+@pytest.fixture
+def labelled_raster(make_raster, tmp_path: Path) -> tuple[Path, Path]:
+    image = np.full((3, 64, 64), 110, np.uint8)
+    image[:, 8:24, 8:24] = 200
+    image[:, 40:56, 30:50] = 200
+    raster = make_raster(image, transform=Affine(0.5, 0, 500_000, 0, -0.5, 40_000))
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"kind": "building"},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+            },
+        }
+        for x0, y0, x1, y1 in [
+            (500_004, 39_996, 500_012, 39_988),
+            (500_015, 39_980, 500_025, 39_972),
+        ]
+    ]
+    labels = tmp_path / "labels.geojson"
+    labels.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": features,
+                "crs": {"type": "name", "properties": {"name": "EPSG:32636"}},
+            }
+        )
+    )
+    return raster, labels
+
+
+def test_train_chips_evaluate(labelled_raster: tuple[Path, Path], tmp_path: Path) -> None:
+    raster, labels = labelled_raster
+    runner = CliRunner()
+    chips = runner.invoke(
+        cli,
+        [
+            "chips",
+            str(raster),
+            str(labels),
+            str(tmp_path / "coco"),
+            "--size",
+            "32",
+            "--class-column",
+            "kind",
+        ],
+    )
+    assert chips.exit_code == 0, chips.output
+    assert "4 chips" in chips.output
+    model = tmp_path / "model.pt"
+    trained = runner.invoke(
+        cli,
+        [
+            "train",
+            str(model),
+            "--coco",
+            str(tmp_path / "coco" / "annotations.json"),
+            "--iterations",
+            "2",
+            "--batch-size",
+            "2",
+            "--tile-size",
+            "32",
+            "--threads",
+            "1",
+            "--precision",
+            "fp32",
+            "--val-fraction",
+            "0.25",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    spec = read_model_spec(model)
+    assert spec.classes == {1: "lawn", 2: "bridge", 3: "building"}
+    assert (spec.tile_size, spec.overlap, spec.bands) == (512, 64, (1, 2, 3))
+    assert (tmp_path / "model.ckpt").is_file()
+    report = tmp_path / "report.json"
+    evaluated = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            "--model",
+            str(model),
+            "--raster",
+            str(raster),
+            "--labels",
+            str(labels),
+            "--class-column",
+            "kind",
+            "--json",
+            str(report),
+            "--threads",
+            "1",
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "building" in evaluated.output
+    figures = json.loads(report.read_text())["classes"]["building"]
+    assert figures["true_positives"] + figures["false_negatives"] == 2
+
+
+def test_conflicting_sources_are_one_line_errors(
+    labelled_raster: tuple[Path, Path], tmp_path: Path
+) -> None:
+    raster, labels = labelled_raster
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(tmp_path / "m.pt"),
+            "--coco",
+            "a.json",
+            "--raster",
+            str(raster),
+            "--labels",
+            str(labels),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--coco conflicts with --raster" in result.output
+    nothing = CliRunner().invoke(cli, ["train", str(tmp_path / "m.pt")])
+    assert nothing.exit_code == 2
+    assert "nothing to train on" in nothing.output

@@ -1,0 +1,94 @@
+"""Evaluation figures: perfect predictions score 1, and the matching is one-to-one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geoseg.models.contract import load_model, package_model
+from geoseg.models.evaluation import (
+    InstanceSet,
+    count_matches,
+    evaluate_instances,
+    format_table,
+    predict_image,
+)
+from geoseg.models.greenery import GreeneryModel
+from geoseg.models.synthetic import generate_scene
+
+CLASSES = {1: "lawn", 2: "bridge", 3: "building"}
+
+pytest.importorskip("pycocotools")
+
+
+def test_predictions_equal_to_truth_score_one() -> None:
+    scenes = [generate_scene(seed, 96, 0.3) for seed in (1, 2)]
+    truth = [InstanceSet(s.instances, s.classes) for s in scenes]
+    predictions = [
+        InstanceSet(s.instances, s.classes, np.linspace(0.9, 0.6, len(s.classes), dtype=np.float32))
+        for s in scenes
+    ]
+    report = evaluate_instances(truth, predictions, CLASSES, pixel_area_m2=0.09)
+    present = {CLASSES[int(c)] for s in scenes for c in s.classes}
+    for name in present:
+        entry = report["classes"][name]
+        assert entry["ap"] == pytest.approx(1.0)
+        assert entry["ap50"] == pytest.approx(1.0)
+        assert entry["f1"] == 1.0
+        assert entry["area_error"] == 0.0
+    assert "building" in format_table(report)
+
+
+def test_misses_and_false_alarms() -> None:
+    truth = np.zeros((20, 20), np.int32)
+    truth[0:10, 0:10] = 1
+    truth[12:20, 12:20] = 2
+    predicted = np.zeros((20, 20), np.int32)
+    predicted[0:10, 0:9] = 1  # IoU 0.9: a match
+    predicted[12:20, 0:8] = 2  # nothing there
+    report = evaluate_instances(
+        [InstanceSet(truth, np.array([3, 3]))],
+        [InstanceSet(predicted, np.array([3, 3]), np.array([0.9, 0.8], np.float32))],
+        CLASSES,
+    )
+    building = report["classes"]["building"]
+    assert (
+        building["true_positives"],
+        building["false_positives"],
+        building["false_negatives"],
+    ) == (1, 1, 1)
+    assert building["f1"] == pytest.approx(0.5)
+    assert building["area_error"] == pytest.approx((90 + 64 - 164) / 164)
+    assert report["classes"]["lawn"]["f1"] is None
+
+
+def test_one_prediction_covering_two_objects_matches_at_most_one() -> None:
+    truth = np.array([[1, 1, 2, 2]])
+    # IoU 0.5 with each object: one of them matches, never both.
+    assert count_matches(truth, np.array([[1, 1, 1, 1]])) == 1
+    assert count_matches(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 2]])) == 1
+    assert count_matches(truth, np.array([[1, 1, 1, 1, 1, 1]])[:, :4] * 0) == 0
+
+
+def test_predict_image_tiles_and_keeps_each_object_once(tmp_path: Path) -> None:
+    spec = package_model(
+        GreeneryModel(min_pixels=4),
+        tmp_path / "g.pt",
+        classes={1: "vegetation"},
+        bands=(1, 2, 3),
+        scale=1 / 255,
+        tile_size=64,
+        overlap=16,
+    )
+    model, spec = load_model(spec.path, torch.device("cpu"))
+    image = np.full((3, 150, 170), 120, np.uint8)
+    truth = np.zeros((150, 170), np.int32)
+    for index, (r, c) in enumerate([(5, 5), (40, 40), (100, 120), (60, 90)], start=1):
+        image[:, r : r + 20, c : c + 20] = np.array([60, 160, 50])[:, None, None]
+        truth[r : r + 20, c : c + 20] = index
+    predicted = predict_image(model, spec, image)
+    assert len(predicted.classes) == 4
+    assert count_matches(truth.astype(np.int64), predicted.labels.astype(np.int64)) == 4

@@ -1,0 +1,134 @@
+"""Training steps, the loss, checkpoints and resuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geoseg.errors import ModelError
+from geoseg.models.datasets import LabelledImage
+from geoseg.models.training import (
+    TrainingConfig,
+    TrainingSource,
+    load_checkpoint,
+    make_batch,
+    network_from_checkpoint,
+    segmentation_loss,
+    split_validation,
+    train,
+    train_step,
+)
+
+CLASSES = {1: "lawn", 2: "bridge", 3: "building"}
+
+
+def _image() -> LabelledImage:
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 90, (3, 64, 64)).astype(np.uint8)
+    instances = np.zeros((64, 64), np.int32)
+    for index, (r, c) in enumerate([(5, 5), (5, 30), (35, 12), (40, 40)], start=1):
+        instances[r : r + 14, c : c + 14] = index
+        image[:, r : r + 14, c : c + 14] = np.array([200, 80, 60], np.uint8)[:, None, None]
+    return LabelledImage(image, instances, np.full(4, 3, np.int64), np.ones((64, 64), bool))
+
+
+def _config(**changes: object) -> TrainingConfig:
+    values: dict[str, object] = {
+        "classes": CLASSES,
+        "tile_px": 32,
+        "batch_size": 2,
+        "iterations": 4,
+        "widths": (8, 16),
+        "precision": "fp32",
+        "warmup_iterations": 1,
+    }
+    values.update(changes)
+    return TrainingConfig(**values)  # type: ignore[arg-type]
+
+
+def test_steps_reduce_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    config = _config()
+    source = TrainingSource((_image(),), (3,))
+    batch = make_batch([source], config, np.random.default_rng(1))
+    # Only the building channels count: the source labels nothing else.
+    assert batch.weights[:, :6].sum() == 0
+    assert batch.weights[:, 6:].sum() > 0
+    from geoseg.models.unet import UNet
+
+    net = UNet(3, 3, (8, 16))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    losses = [train_step(net, optimizer, batch, "fp32", torch.device("cpu")) for _ in range(12)]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_loss_ignores_unlabelled_channels() -> None:
+    logits = torch.zeros(1, 3, 4, 4)
+    targets = torch.zeros(1, 3, 4, 4)
+    weights = torch.zeros(1, 3, 4, 4)
+    weights[:, 0] = 1
+    base = segmentation_loss(logits, targets, weights)
+    logits[:, 1:] = 50.0  # confidently wrong, but where nothing is labelled
+    assert torch.equal(segmentation_loss(logits, targets, weights), base)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    source = TrainingSource((_image(),), (3,))
+    checkpoint = tmp_path / "run.ckpt"
+    net, result = train([source], _config(iterations=3), checkpoint=checkpoint)
+    assert result.iterations == 3
+    document = torch.load(checkpoint, weights_only=True)  # plain tensors and values only
+    assert document["iteration"] == 3
+    assert document["optimizer"]["state"]
+    restored = network_from_checkpoint(load_checkpoint(checkpoint)).eval()
+    for name, tensor in net.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[name], tensor)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(restored(x), net(x))
+
+
+def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
+    source = TrainingSource((_image(),), (3,))
+    straight, _ = train(
+        [source], _config(iterations=4, checkpoint_every=2), checkpoint=tmp_path / "a.ckpt"
+    )
+    # A run that ends at 2 of 4 iterations, as if interrupted, then resumed.
+    checkpoint = tmp_path / "b.ckpt"
+    train(
+        [source], _config(iterations=4, checkpoint_every=2, max_minutes=1e-9), checkpoint=checkpoint
+    )
+    document = load_checkpoint(checkpoint)
+    assert document["iteration"] < 4
+    document["total"] = 4
+    torch.save(document, checkpoint)
+    resumed, result = train(
+        [source], _config(iterations=4, checkpoint_every=2), checkpoint=checkpoint, resume=True
+    )
+    assert result.iterations == 4 - document["iteration"]
+    for name, tensor in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor)
+
+
+def test_pickled_or_corrupt_checkpoints_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"format": 1, "hook": _Evil()}, bad)
+    with pytest.raises(ModelError, match="not a readable geoseg checkpoint"):
+        load_checkpoint(bad)
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(ModelError, match=r"junk\.ckpt"):
+        load_checkpoint(tmp_path / "junk.ckpt")
+
+
+class _Evil:
+    pass
+
+
+def test_split_validation_by_rows() -> None:
+    train_part, held = split_validation([_image()], 0.25)
+    assert train_part[0].instances.shape == (48, 64)
+    assert held[0].instances.shape == (16, 64)
+    assert held[0].classes.tolist() == [3, 3]  # the two instances reaching the bottom rows
+    assert int(held[0].instances.max()) == 2
