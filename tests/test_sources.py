@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geoseg.errors import RasterError
-from geoseg.tasks.sources import expand_inputs, is_remote
+from geoseg.tasks.sources import expand_inputs, is_remote, redact
 
 
 @pytest.fixture
@@ -75,3 +75,34 @@ def test_inputs_naming_nothing_are_refused(
         target.write_text(content)
     with pytest.raises(RasterError, match=message):
         expand_inputs([str(target)])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://me:pw@host/x.tif", "https://***@host/x.tif"),
+        ("s3://AKIA:secret@bucket/x.tif", "s3://***@bucket/x.tif"),
+        (
+            "https://h/x.tif?X-Amz-Credential=a%2Fb&X-Amz-Signature=f00&v=2",
+            "https://h/x.tif?X-Amz-Credential=***&X-Amz-Signature=***&v=2",
+        ),
+        ("https://h/x.tif?sig=abc&api_key=k", "https://h/x.tif?sig=***&api_key=***"),
+        ("/data/scene.tif", "/data/scene.tif"),
+        ("s3://bucket/key.tif", "s3://bucket/key.tif"),
+    ],
+)
+def test_redact_hides_credentials_in_urls(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_credentials_in_an_input_url_never_reach_the_error_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+
+    url = "https://analyst:s3cret@127.0.0.1:9/scene.tif?token=t0k3n"
+    result = CliRunner().invoke(cli, ["run", url, "-o", str(tmp_path / "o.gpkg")])
+    assert result.exit_code == 2
+    assert "scene.tif" in result.output
+    assert "s3cret" not in result.output
+    assert "t0k3n" not in result.output

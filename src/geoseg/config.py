@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoseg.errors import OptionsError
-from geoseg.tasks.sources import DEFAULT_STAC_ASSET
+from geoseg.tasks.sources import DEFAULT_STAC_ASSET, redact
 from geoseg.tasks.tiling import check_tiling
 
 DEFAULT_TILE_SIZE = 512
@@ -189,6 +189,6 @@ def run_file_document(config: RunConfig) -> dict[str, object]:
     """A run file's content for ``config``: with it, ``geoseg run --config`` repeats the run."""
     values = vars(config)
     document = {key: values[field_name] for key, (field_name, _) in RUN_FILE_KEYS.items()}
-    document["inputs"] = list(config.inputs)
+    document["inputs"] = [redact(source) for source in config.inputs]
     document["output"] = str(config.output)
     return {key: value for key, value in document.items() if value is not None}

@@ -18,6 +18,7 @@ from geoseg.cli.run import run_command
 from geoseg.cli.summary import summary_command
 from geoseg.cli.train import train_command
 from geoseg.errors import GeosegError
+from geoseg.tasks.sources import redact
 
 QUIET_ORCHESTRATION = {
     # The temporary Prefect server needs longer than the default on a cold start.
@@ -34,7 +35,7 @@ class GeosegGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GeosegError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {redact(str(exc))}", err=True)
             sys.exit(2)
 
 

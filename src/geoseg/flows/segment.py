@@ -31,7 +31,7 @@ from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.measure import area_method
 from geoseg.tasks.partials import stitch_saved
 from geoseg.tasks.reading import RasterInfo, describe_raster
-from geoseg.tasks.sources import expand_inputs
+from geoseg.tasks.sources import expand_inputs, redact
 from geoseg.tasks.tiling import Tile, plan_tiles
 from geoseg.tasks.write import GeoPackageWriter, SummaryRow
 
@@ -93,7 +93,7 @@ def run_record(
         "model_name": spec.name,
         "model_path": spec.path,
         "model_sha256": spec.sha256,
-        "sources": "\n".join(sources),
+        "sources": "\n".join(map(redact, sources)),
         "tile_size": tiling[0],
         "overlap_px": tiling[1],
         "batch_size": config.batch_size,
@@ -205,7 +205,7 @@ def segment_into(
             for raster, plan in zip(rasters, plans, strict=True)
         ]
         for raster, plan, pending in zip(rasters, plans, submitted, strict=True):
-            out.add_source(raster.path)
+            out.add_source(redact(raster.path))
             for _, future in pending:
                 if future is not None:
                     future.result()

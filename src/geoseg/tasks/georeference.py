@@ -15,6 +15,7 @@ from pyproj import CRS, Transformer
 
 from geoseg.tasks.measure import measure_geodesic, pixel_size_m
 from geoseg.tasks.reading import RasterInfo
+from geoseg.tasks.sources import redact
 from geoseg.tasks.stitch import StitchedObject
 from geoseg.tasks.vectorize import simplify_pixels, to_crs_geometries
 from geoseg.tasks.write import ObjectBatch
@@ -57,5 +58,5 @@ def georeference_objects(
         score=np.array([obj.score for obj in kept], dtype=np.float64),
         area_m2=area_m2[keep],
         perimeter_m=perimeter_m[keep],
-        source=np.full(len(kept), raster.path, dtype=object),
+        source=np.full(len(kept), redact(raster.path), dtype=object),
     )

@@ -17,7 +17,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import RasterError
-from geoseg.tasks.sources import is_remote
+from geoseg.tasks.sources import is_remote, redact
 from geoseg.tasks.tiling import Tile
 
 GDAL_CACHE_MB = 64
@@ -70,7 +70,7 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
     """
     name = Path(path).name
     if not is_remote(path) and not Path(path).exists():
-        raise RasterError(f"{path} does not exist")
+        raise RasterError(f"{redact(path)} does not exist")
     try:
         with gdal_env(), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -80,8 +80,10 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
                 dtypes = src.dtypes
     except RasterioIOError as exc:
         raise RasterError(
-            f"{path}: cannot be read as a raster ({gdal_message(exc)}); pass a GeoTIFF or another "
-            "raster format GDAL reads"
+            redact(
+                f"{path}: cannot be read as a raster ({gdal_message(exc)}); pass a GeoTIFF or "
+                "another raster format GDAL reads"
+            )
         ) from exc
     if crs is None and gcps:
         raise RasterError(
@@ -141,9 +143,11 @@ def read_tile(
         masks = src.read_masks(list(bands), window=window)
     except RasterioIOError as exc:
         raise RasterError(
-            f"{Path(src.name).name}: pixels of window {tile.box} cannot be read "
-            f"({gdal_message(exc, src.name)}); the file is damaged or truncated, recreate or "
-            "download it again"
+            redact(
+                f"{Path(src.name).name}: pixels of window {tile.box} cannot be read "
+                f"({gdal_message(exc, src.name)}); the file is damaged or truncated, recreate "
+                "or download it again"
+            )
         ) from exc
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(pixels), axis=0)
     return pixels, valid

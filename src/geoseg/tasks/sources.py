@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,25 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"})
 """Files a folder input contributes; anything GDAL reads can still be named directly."""
 
 DEFAULT_STAC_ASSET = "visual"
+
+_USER_INFO = re.compile(r"(://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(
+    r"([?&](?:x-amz-[a-z-]*|[a-z_-]*(?:signature|sig|token|key|password|secret|credential)"
+    r"[a-z_-]*)=)[^&\s)]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the user info of URLs and secret-looking query values replaced by ``***``.
+
+    Applied to every source written to an output or shown in a message: a URL may carry
+    credentials (``https://user:password@host/x.tif``, a presigned ``?X-Amz-Signature=...``).
+
+    >>> redact("https://me:pw@host/x.tif?X-Amz-Signature=abc&v=1")
+    'https://***@host/x.tif?X-Amz-Signature=***&v=1'
+    """
+    return _SECRET_QUERY.sub(r"\1***", _USER_INFO.sub(r"\1***@", text))
 
 
 def is_remote(source: str) -> bool:
