@@ -97,19 +97,37 @@ def test_a_raster_on_s3_gives_the_same_objects_as_on_disk(
     s3.create_bucket(Bucket="scenes")
     s3.upload_file(str(scene), "scenes", "city/scene.tif")
     oracle = write_oracle_model(tmp_path / "oracle.pt")
-    remote = run(
-        ["s3://scenes/city/scene.tif"],
-        tmp_path / "remote.gpkg",
-        model=oracle,
-        tile_size=256,
-        overlap_px=32,
-        workers=1,
+    out = tmp_path / "remote.gpkg"
+    # A process of its own, as a user would run it: its workers inherit the AWS settings.
+    result = subprocess.run(
+        [
+            Path(sys.executable).with_name("geoseg"),
+            "run",
+            "s3://scenes/city/scene.tif",
+            "-o",
+            out,
+            "--model",
+            oracle,
+            "--tile-size",
+            "256",
+            "--overlap",
+            "32",
+            "--workers",
+            "1",
+        ],
+        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    assert counts(remote.output) == {"lawn": 4, "bridge": 1, "building": 3}
-    run_table = pyogrio.read_dataframe(remote.output, layer="run")
+    assert result.returncode == 0, result.stderr
+    assert counts(out) == {"lawn": 4, "bridge": 1, "building": 3}
+    run_table = pyogrio.read_dataframe(out, layer="run")
     assert run_table.loc[0, "sources"] == "s3://scenes/city/scene.tif"
     for column in run_table.columns:
         assert "testing-secret" not in str(run_table.loc[0, column])
+    assert "testing-secret" not in result.stdout + result.stderr
 
 
 def test_a_raster_over_http_is_read_with_range_requests(
