@@ -6,7 +6,10 @@ these objects exactly, whatever the tiling and the number of workers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyogrio
 
 NODATA = 65535
 WIDTH, HEIGHT = 700, 600
@@ -48,3 +51,17 @@ def expected_ids() -> np.ndarray:
     ids = truth_ids()
     ids[nodata_mask()] = 0
     return ids
+
+
+def objects_of(path: Path) -> list[tuple[str, float, str]]:
+    """Every object of a run on this scene as (object_id, area_m2, WKB hex), sorted."""
+    rows = []
+    for layer in ("lawn", "bridge", "building"):
+        frame = pyogrio.read_dataframe(path, layer=layer)
+        rows += [
+            (oid, round(area, 6), geom.wkb_hex)
+            for oid, area, geom in zip(
+                frame["object_id"], frame["area_m2"], frame.geometry, strict=True
+            )
+        ]
+    return sorted(rows)

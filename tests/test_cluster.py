@@ -12,13 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyogrio
 import pytest
 
 from geoseg import run
 from geoseg.tasks.cache import cache_folder
 from tests.oracle_model import write_oracle_model
-from tests.scenes import NODATA, scene_bands
+from tests.scenes import NODATA, objects_of, scene_bands
 
 pytestmark = pytest.mark.e2e
 
@@ -92,19 +91,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_oracle_model(tmp_path_factory.mktemp("model") / "oracle.pt")
-
-
-def objects_of(path: Path) -> list[tuple[str, float, str]]:
-    rows = []
-    for layer in ("lawn", "bridge", "building"):
-        frame = pyogrio.read_dataframe(path, layer=layer)
-        rows += [
-            (oid, round(area, 6), geom.wkb_hex)
-            for oid, area, geom in zip(
-                frame["object_id"], frame["area_m2"], frame.geometry, strict=True
-            )
-        ]
-    return sorted(rows)
 
 
 def test_remote_cluster_gives_the_same_objects_as_a_local_one(

@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import pyogrio
 import pytest
 
 from geoseg import run
 from geoseg.tasks.cache import cache_folder
 from tests.oracle_model import write_oracle_model
-from tests.scenes import NODATA, scene_bands
+from tests.scenes import NODATA, objects_of, scene_bands
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +24,6 @@ TILING = {"tile_size": 96, "overlap_px": 8, "batch_size": 2}
 @pytest.fixture
 def oracle(tmp_path: Path) -> Path:
     return write_oracle_model(tmp_path / "oracle.pt")
-
-
-def objects_of(path: Path) -> list[tuple[str, float, str]]:
-    rows = []
-    for layer in ("lawn", "bridge", "building"):
-        frame = pyogrio.read_dataframe(path, layer=layer)
-        rows += [
-            (oid, round(area, 6), geom.wkb_hex)
-            for oid, area, geom in zip(
-                frame["object_id"], frame["area_m2"], frame.geometry, strict=True
-            )
-        ]
-    return sorted(rows)
 
 
 def test_whole_run_killed_then_resumed_matches_an_uninterrupted_run(

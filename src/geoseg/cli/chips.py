@@ -6,18 +6,14 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import label_class_options
+
 
 @click.command("chips")
 @click.argument("raster", type=click.Path(path_type=Path))
 @click.argument("labels", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--class-column", help="Label attribute holding the class name.")
-@click.option(
-    "--class-name",
-    default="building",
-    show_default=True,
-    help="Class of every polygon without --class-column.",
-)
+@label_class_options
 @click.option("--size", type=int, default=512, show_default=True, help="Chip edge in pixels.")
 @click.option("--stride", type=int, help="Pixels between chips [default: --size, no overlap].")
 @click.option(

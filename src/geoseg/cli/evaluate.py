@@ -7,24 +7,17 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import coco_options, label_class_options
+
 
 @click.command("evaluate")
 @click.option("--model", help="Model file (default: the built-in model).")
-@click.option("--coco", type=click.Path(path_type=Path), help="COCO annotations JSON.")
-@click.option(
-    "--images", "images_dir", type=click.Path(path_type=Path), help="Folder of the COCO images."
-)
+@coco_options
 @click.option("--raster", type=click.Path(path_type=Path), help="Georeferenced raster.")
 @click.option(
     "--labels", type=click.Path(path_type=Path), help="Ground-truth polygons for --raster."
 )
-@click.option("--class-column", help="Label attribute holding the class name.")
-@click.option(
-    "--class-name",
-    default="building",
-    show_default=True,
-    help="Class of every polygon without --class-column.",
-)
+@label_class_options
 @click.option(
     "--min-area-m2",
     type=float,

@@ -6,26 +6,19 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.options import coco_options, label_class_options
+
 DEFAULT_CLASSES = "lawn,bridge,building"
 
 
 @click.command("train")
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--coco", type=click.Path(path_type=Path), help="COCO annotations JSON.")
-@click.option(
-    "--images", "images_dir", type=click.Path(path_type=Path), help="Folder of the COCO images."
-)
+@coco_options
 @click.option("--raster", type=click.Path(path_type=Path), help="Georeferenced raster to train on.")
 @click.option(
     "--labels", type=click.Path(path_type=Path), help="Polygons (GeoPackage, GeoJSON, ...)."
 )
-@click.option("--class-column", help="Label attribute holding the class name.")
-@click.option(
-    "--class-name",
-    default="building",
-    show_default=True,
-    help="Class of every polygon without --class-column.",
-)
+@label_class_options
 @click.option(
     "--synthetic",
     type=int,
