@@ -156,3 +156,9 @@ def test_run_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -
     path.write_text(text)
     with pytest.raises(OptionsError, match=message):
         read_run_file(path)
+
+
+def test_an_unknown_output_crs_is_refused_by_name() -> None:
+    with pytest.raises(OptionsError, match="--crs EPSG:99999999: not a CRS"):
+        config(crs="EPSG:99999999")
+    assert config(crs="EPSG:4326").crs == "EPSG:4326"

@@ -216,3 +216,20 @@ def test_the_run_table_config_repeats_the_run(
     result = CliRunner().invoke(cli, ["run", "--config", str(run_file), "-o", str(again)])
     assert result.exit_code == 0, result.output
     assert read_objects(again) == read_objects(first.output)
+
+
+def test_output_crs_can_be_chosen_and_areas_stay_those_of_the_source_crs(
+    make_raster, oracle: Path, dask_address: str, tmp_path: Path
+) -> None:
+    crs, transform = GRIDS["utm"]
+    scene = make_raster(scene_bands(), crs=crs, transform=transform, nodata=NODATA)
+    result = run(
+        [scene], tmp_path / "wgs84.gpkg", model=oracle, dask_address=dask_address, crs="EPSG:4326"
+    )
+    info = pyogrio.read_info(result.output, layer="bridge")
+    assert CRS.from_user_input(info["crs"]).to_epsg() == 4326
+    (bridge,) = read_objects(result.output)["bridge"]
+    lon, lat = bridge[1].centroid.x, bridge[1].centroid.y
+    assert 32 < lon < 33  # UTM 36N, 50 km west of its central meridian
+    assert 0 < lat < 1  # and 40 km north of the equator
+    assert bridge[2] == pytest.approx(expected_objects(crs, transform)[2001][1], rel=0.005)

@@ -37,6 +37,7 @@ def run(
     keep_cache: bool = False,
     clear_cache: bool = False,
     stac_asset: str = DEFAULT_STAC_ASSET,
+    crs: str | None = None,
 ) -> RunResult:
     """Segment rasters into measured objects written to a GeoPackage.
 
@@ -68,6 +69,7 @@ def run(
         keep_cache=keep_cache,
         clear_cache=clear_cache,
         stac_asset=stac_asset,
+        crs=crs,
     )
     return run_config(config)
 

@@ -8,6 +8,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
 from geoseg.errors import OptionsError
 from geoseg.tasks.sources import DEFAULT_STAC_ASSET, redact
 from geoseg.tasks.tiling import check_tiling
@@ -56,6 +59,9 @@ class RunConfig:
         Delete batch results of earlier, interrupted runs first instead of resuming from them.
     stac_asset : str
         The asset key taken from STAC Items given as inputs.
+    crs : str or None
+        The output CRS (``EPSG:4326``, WKT, PROJ JSON, ...); None takes the first raster's. Objects
+        are measured in their raster's own CRS before any reprojection.
     """
 
     inputs: tuple[str, ...]
@@ -75,6 +81,7 @@ class RunConfig:
     keep_cache: bool = False
     clear_cache: bool = False
     stac_asset: str = DEFAULT_STAC_ASSET
+    crs: str | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -100,6 +107,11 @@ class RunConfig:
         ):
             if not math.isfinite(number) or number < 0:
                 raise OptionsError(f"{name} {number}: must be a number, 0 or more")
+        if self.crs is not None:
+            try:
+                CRS.from_user_input(self.crs)
+            except CRSError as exc:
+                raise OptionsError(f"--crs {self.crs}: not a CRS pyproj knows ({exc})") from exc
         if self.device not in ("auto", "cpu", "cuda"):
             raise OptionsError(f"--device {self.device}: choose auto, cpu or cuda")
         if self.tile_size is not None or self.overlap_px is not None:
@@ -141,6 +153,7 @@ RUN_FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "keep_cache": ("keep_cache", (bool,)),
     "clear_cache": ("clear_cache", (bool,)),
     "asset": ("stac_asset", (str,)),
+    "crs": ("crs", (str,)),
 }
 """Keys of a run file (the options of ``geoseg run``, with underscores) and their fields."""
 

@@ -40,6 +40,7 @@ from geoseg.tasks.sources import DEFAULT_STAC_ASSET
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
 @click.option("--asset", default=DEFAULT_STAC_ASSET, show_default=True, help="STAC asset key.")
+@click.option("--crs", help="Output CRS, e.g. EPSG:4326 (default: the first raster's).")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("--keep-cache", is_flag=True, help="Keep per-batch results after success.")
 @click.option("--clear-cache", is_flag=True, help="Redo everything instead of resuming.")

@@ -182,7 +182,7 @@ def segment_into(
 ) -> tuple[list[SummaryRow], int, tuple[int, int]]:
     """Segment the rasters into the output; the summary, object count and batches (all, reused)."""
     started = datetime.now(UTC)
-    output_crs = CRS.from_wkt(rasters[0].crs_wkt)
+    output_crs = CRS.from_user_input(config.crs or rasters[0].crs_wkt)
     class_names = [spec.classes[key] for key in sorted(spec.classes)]
     objects = 0
     with GeoPackageWriter(config.output, output_crs.to_wkt(), class_names, config.overwrite) as out:
