@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from geoseg import run
@@ -57,7 +59,12 @@ def test_whole_run_killed_then_resumed_matches_an_uninterrupted_run(
         if len(done) >= 4:
             break
         time.sleep(0.05)
+    # The whole tree, including the temporary Prefect server, which runs in a session of its own.
+    tree = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGKILL)
+    for child in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
     process.wait(timeout=30)
     assert len(done) >= 4, "the run must be killed after some batches finished"
     assert not out.exists()
