@@ -28,14 +28,13 @@ from geoseg.models.greenery import default_model_path
 from geoseg.tasks.batch import BatchReport, segment_batch
 from geoseg.tasks.cache import batch_folder, clear_cache
 from geoseg.tasks.georeference import georeference_objects
+from geoseg.tasks.inference import MASK_THRESHOLD
 from geoseg.tasks.measure import area_method
 from geoseg.tasks.partials import stitch_saved
 from geoseg.tasks.reading import RasterInfo, describe_raster
 from geoseg.tasks.sources import expand_inputs, redact
 from geoseg.tasks.tiling import Tile, plan_tiles
 from geoseg.tasks.write import GeoPackageWriter, SummaryRow
-
-MASK_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ def package_model(
     except Exception as exc:  # TorchScript raises many unrelated types for unsupported code
         raise ModelError(
             f"{target}: {type(module).__name__} cannot be compiled with torch.jit.script: "
-            f"{_one_line(exc)}"
+            f"{last_line(exc)}"
         ) from exc
     if not target.parent.is_dir():
         raise OutputError(f"{target}: folder {target.parent} does not exist; create it first")
@@ -217,7 +217,7 @@ def package_model(
         torch.jit.save(scripted, str(temporary), _extra_files={SPEC_FILE: json.dumps(document)})
         os.replace(temporary, target)
     except (OSError, RuntimeError) as exc:
-        raise OutputError(f"{target}: cannot write the model file: {_one_line(exc)}") from exc
+        raise OutputError(f"{target}: cannot write the model file: {last_line(exc)}") from exc
     finally:
         temporary.unlink(missing_ok=True)
     return read_model_spec(target)
@@ -264,7 +264,7 @@ def _load_cached(
         # torch.jit.load carries no type annotations; it returns a ScriptModule.
         model = torch.jit.load(file, map_location=torch.device(device))  # type: ignore[no-untyped-call]
     except (torch.jit.Error, RuntimeError, ValueError, OSError) as exc:
-        raise ModelError(f"{file}: TorchScript cannot load the model: {_one_line(exc)}") from None
+        raise ModelError(f"{file}: TorchScript cannot load the model: {last_line(exc)}") from None
     scripted: torch.jit.ScriptModule = model.eval()
     return scripted, spec
 
@@ -299,7 +299,7 @@ def _read_document(file: Path) -> object:
                 )
             raw = archive.read(entries[0])
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{file}: corrupt model file: {_one_line(exc)}") from None
+        raise ModelError(f"{file}: corrupt model file: {last_line(exc)}") from None
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -414,7 +414,7 @@ def _pickle_message(file: Path) -> str:
     )
 
 
-def _one_line(exc: BaseException) -> str:
+def last_line(exc: BaseException) -> str:
     """Last non-empty line of an exception message: TorchScript puts its traceback first."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__

@@ -35,6 +35,7 @@ from geoseg.models.training import (
     STD,
     Progress,
     TrainingConfig,
+    TrainingResult,
     TrainingSource,
     make_batch,
     split_validation,
@@ -46,6 +47,16 @@ EVAL_RASTER = "mosaic_z21_c0_rgb.tif"
 LABELS = "labels_osm_buildings_epsg4326.geojson"
 TRAINING_GSD_M = 0.15
 """Ground resolution of the fine-tuning raster; zoom augmentation spreads it over 0.1-0.22 m."""
+
+
+def _stage_summary(result: TrainingResult) -> dict[str, float | int | None]:
+    """How one training stage ended, for the report."""
+    return {
+        "iterations": result.iterations,
+        "seconds": round(result.seconds),
+        "loss": result.loss,
+        "val_loss": result.validation_loss,
+    }
 
 
 def _printer(stage: str) -> Callable[[Progress], None]:
@@ -100,12 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         resume=args.resume and out.with_suffix(".pretrain.ckpt").is_file(),
         on_progress=_printer("pretrain"),
     )
-    summary["pretrain"] = {
-        "iterations": pre.iterations,
-        "seconds": round(pre.seconds),
-        "loss": pre.loss,
-        "val_loss": pre.validation_loss,
-    }
+    summary["pretrain"] = _stage_summary(pre)
     image, names = read_georeferenced(
         data / TRAIN_RASTER, data / LABELS, default_class="building", min_area_m2=2.0
     )
@@ -136,12 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         initial=net,
         on_progress=_printer("finetune"),
     )
-    summary["finetune"] = {
-        "iterations": fine.iterations,
-        "seconds": round(fine.seconds),
-        "loss": fine.loss,
-        "val_loss": fine.validation_loss,
-    }
+    summary["finetune"] = _stage_summary(fine)
     summary["batch_size"], summary["tile_size"], summary["training_gsd_m"] = (
         args.batch_size,
         args.tile_size,

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import torch
 
 from geoseg.errors import ModelError, OptionsError, RasterError
-from geoseg.models.contract import ModelSpec
+from geoseg.models.contract import ModelSpec, last_line
 
 MASK_THRESHOLD = 0.5
 """Mask probability above which a pixel belongs to an instance."""
@@ -119,7 +119,7 @@ def predict_tiles(
             output = model(list(images))
         # Exceptions raised inside TorchScript surface as torch.jit.Error, not as their own type.
         except (torch.jit.Error, RuntimeError, ValueError, TypeError, IndexError) as exc:
-            raise ModelError(f"model {spec.name!r} failed: {_last_line(exc)}") from None
+            raise ModelError(f"model {spec.name!r} failed: {last_line(exc)}") from None
         detections = _check_output(output, spec, [image.shape[1:] for image in images])
         return [
             _resolve(detection, ok, score_threshold)
@@ -249,8 +249,3 @@ def _resolve(
         class_ids=detection["labels"].numpy()[survivors].astype(np.int64),
         scores=scores[survivors].astype(np.float32),
     )
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
