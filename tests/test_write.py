@@ -59,6 +59,7 @@ def test_objects_summary_and_run_are_read_back(tmp_path: Path) -> None:
         ["tree crown", "MultiPolygon"],
         ["summary", None],
         ["run", None],
+        ["layer_styles", None],
     ]
     buildings = gpd.read_file(path, layer="building")
     assert buildings.crs == pyproj.CRS("EPSG:32636")

@@ -4,7 +4,9 @@ Rows go to a hidden temporary GeoPackage beside the output; only when the run fi
 moved into place with ``os.replace``, so a reader never sees a half-written file and an existing
 output is only replaced by a complete one. The output holds one MultiPolygon layer per class
 (present even with no objects), a ``summary`` table (count and total area per source raster and
-class) and a one-row ``run`` table describing how the objects were made.
+class) and a one-row ``run`` table describing how the objects were made, plus a default QGIS
+style per class layer (``layer_styles``, :mod:`geoseg.tasks.styles`) and dataset metadata
+(:mod:`geoseg.tasks.metadata`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,6 +27,8 @@ import pyogrio.raw
 import shapely
 
 from geoseg.errors import OptionsError, OutputError
+from geoseg.tasks.metadata import add_metadata, class_layer_description
+from geoseg.tasks.styles import add_layer_styles
 
 __all__ = [
     "OBJECT_FIELDS",
@@ -41,6 +46,7 @@ OBJECT_FIELDS = ("object_id", "class_name", "score", "area_m2", "perimeter_m", "
 RESERVED_TABLES = ("summary", "run")
 """Non-spatial tables of the output; no class may take their names."""
 
+_OWN_TABLES = (*RESERVED_TABLES, "layer_styles")
 _STRING_FIELDS = frozenset({"object_id", "class_name", "source"})
 _SYSTEM_PREFIXES = ("gpkg_", "rtree_", "sqlite_")
 _LAYER_NAME = re.compile(r"\w(?:[\w .-]{0,62}[\w.-])?")
@@ -121,8 +127,8 @@ def check_class_names(class_names: Sequence[str]) -> None:
 
     A name must be 1 to 64 letters, digits, ``_``, ``-``, ``.`` or inner spaces, must not start
     like SQLite's and GeoPackage's own tables (``gpkg_``, ``rtree_``, ``sqlite_``), must not be
-    ``summary`` or ``run``, and must differ from the other names ignoring case (SQLite table names
-    are case-insensitive).
+    ``summary``, ``run`` or ``layer_styles``, and must differ from the other names ignoring case
+    (SQLite table names are case-insensitive).
 
     Raises
     ------
@@ -138,8 +144,8 @@ def check_class_names(class_names: Sequence[str]) -> None:
             why = "use 1 to 64 letters, digits, '_', '-', '.' or inner spaces"
         elif folded.startswith(_SYSTEM_PREFIXES):
             why = f"names starting with {', '.join(_SYSTEM_PREFIXES)} are reserved by GeoPackage"
-        elif folded in RESERVED_TABLES:
-            why = f"{' and '.join(RESERVED_TABLES)} are the output's own tables"
+        elif folded in _OWN_TABLES:
+            why = f"{', '.join(_OWN_TABLES)} are the output's own tables"
         elif folded in seen:
             why = f"it clashes with class {seen[folded]!r} (layer names ignore case)"
         else:
@@ -205,7 +211,12 @@ class GeoPackageWriter:
         ]
         for number, class_name in enumerate(self._class_names):
             self._write(
-                class_name, np.empty(0, dtype=object), empty, OBJECT_FIELDS, append=number > 0
+                class_name,
+                np.empty(0, dtype=object),
+                empty,
+                OBJECT_FIELDS,
+                append=number > 0,
+                layer_items={"DESCRIPTION": class_layer_description(class_name)},
             )
         return self
 
@@ -314,6 +325,12 @@ class GeoPackageWriter:
             append=True,
         )
         self._write("run", None, _run_columns(run), tuple(run), append=True)
+        try:
+            add_layer_styles(temp, self._class_names)
+            add_metadata(temp, self._class_names, run)
+        except sqlite3.Error as exc:
+            self._discard()
+            raise OutputError(f"cannot write styles and metadata to {self._path}: {exc}") from exc
         if not self._overwrite and self._path.exists():
             self._discard()
             raise OutputError(f"{self._path} already exists; pass --overwrite to replace it")
@@ -338,6 +355,7 @@ class GeoPackageWriter:
         columns: Sequence[npt.NDArray[np.generic]],
         names: Sequence[str],
         append: bool,
+        layer_items: Mapping[str, str] | None = None,
     ) -> None:
         temp = self._require_open()
         try:
@@ -353,6 +371,7 @@ class GeoPackageWriter:
                 append=append,
                 # GeoPackage 1.2 opens without warnings in QGIS builds on older GDAL (< 3.7).
                 dataset_options=None if append else {"VERSION": "1.2"},
+                layer_metadata=layer_items,
             )
         except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
             self._discard()
