@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from geoseg.models.augment import Augmentation
-from geoseg.models.contract import load_model
+from geoseg.models.contract import load_model, select_device
 from geoseg.models.datasets import read_georeferenced, rename_classes
 from geoseg.models.evaluation import InstanceSet, evaluate_instances, format_table, predict_image
 from geoseg.models.segmenter import package_segmenter
@@ -78,10 +78,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """Both stages, packaging and optional evaluation; returns a summary."""
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
     budget = args.minutes
-    summary: dict[str, object] = {"minutes": budget, "threads": args.threads}
-    scenes = synthetic_images(args.synthetic_scenes, size=384, seed=args.seed * 100_003)
+    summary: dict[str, object] = {"minutes": budget, "threads": args.threads, "device": args.device}
+    device = select_device(args.device)
+    scenes = synthetic_images(
+        args.synthetic_scenes, size=384, seed=args.seed * 100_003, workers=args.workers
+    )
     train_scenes, held_scenes = split_validation(scenes, 0.1)
     synthetic = TrainingSource(
         tuple(train_scenes), (1, 2, 3), augmentation=Augmentation(zoom=(0.7, 1.4))
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         checkpoint=out.with_suffix(".pretrain.ckpt"),
         resume=args.resume and out.with_suffix(".pretrain.ckpt").is_file(),
         on_progress=_printer("pretrain"),
+        device=device,
     )
     summary["pretrain"] = _stage_summary(pre)
     image, names = read_georeferenced(
@@ -141,6 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         resume=args.resume and out.with_suffix(".finetune.ckpt").is_file(),
         initial=net,
         on_progress=_printer("finetune"),
+        device=device,
     )
     summary["finetune"] = _stage_summary(fine)
     summary["batch_size"], summary["tile_size"], summary["training_gsd_m"] = (
@@ -151,20 +157,23 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     spec = package_segmenter(net, out, classes=CLASSES, mean=MEAN, std=STD, name="geoseg-default")
     summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
     if args.evaluate:
-        summary["z21"] = evaluate_raster(out, data / EVAL_RASTER, data / LABELS, args.threads)
+        summary["z21"] = evaluate_raster(
+            out, data / EVAL_RASTER, data / LABELS, args.threads, args.device
+        )
     return summary
 
 
 def evaluate_raster(
-    model_path: Path, raster: Path, labels: Path, threads: int
+    model_path: Path, raster: Path, labels: Path, threads: int, device: str = "cpu"
 ) -> dict[str, object]:
     """Score a model on a raster's labelled buildings (the issue's protocol: >= 2 m², clipped)."""
     torch.set_num_threads(threads)
-    model, spec = load_model(model_path, torch.device("cpu"))
+    torch_device = select_device(device)
+    model, spec = load_model(model_path, torch_device)
     image, names = read_georeferenced(raster, labels, default_class="building", min_area_m2=2.0)
     (image,) = rename_classes([image], names, spec.classes)
     started = time.perf_counter()
-    predicted = predict_image(model, spec, image.image, image.valid)
+    predicted = predict_image(model, spec, image.image, image.valid, device=torch_device)
     seconds = time.perf_counter() - started
     report = evaluate_instances(
         [InstanceSet(image.instances, image.classes)], [predicted], spec.classes
@@ -196,6 +205,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes painting the synthetic scenes"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the stage checkpoints")
     parser.add_argument("--evaluate", action="store_true", help="score the result on held-out z21")

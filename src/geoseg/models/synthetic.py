@@ -15,6 +15,7 @@ Scenes are reproducible: the same seed and arguments give the same scene.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -518,19 +519,27 @@ def generate_scene(seed: int, size: int = 256, gsd_m: float | None = None) -> Sy
     )
 
 
-def synthetic_images(count: int, size: int = 384, seed: int = 0) -> list[LabelledImage]:
-    """``count`` synthetic scenes as labelled images (scene ``i`` uses seed ``seed + i``)."""
-    images = []
-    for index in range(count):
-        scene = generate_scene(seed + index, size)
-        images.append(
-            LabelledImage(
-                image=scene.image,
-                instances=scene.instances,
-                classes=scene.classes,
-                valid=np.ones(scene.instances.shape, dtype=bool),
-                name=f"synthetic_{seed + index}",
-                gsd_m=scene.gsd_m,
-            )
+def synthetic_images(
+    count: int, size: int = 384, seed: int = 0, workers: int = 1
+) -> list[LabelledImage]:
+    """``count`` synthetic scenes as labelled images (scene ``i`` uses seed ``seed + i``).
+
+    ``workers`` > 1 paints scenes in that many processes; the scenes are the same either way.
+    """
+    seeds = range(seed, seed + count)
+    if workers > 1 and count > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            scenes = list(pool.map(generate_scene, seeds, [size] * count, chunksize=4))
+    else:
+        scenes = [generate_scene(scene_seed, size) for scene_seed in seeds]
+    return [
+        LabelledImage(
+            image=scene.image,
+            instances=scene.instances,
+            classes=scene.classes,
+            valid=np.ones(scene.instances.shape, dtype=bool),
+            name=f"synthetic_{scene_seed}",
+            gsd_m=scene.gsd_m,
         )
-    return images
+        for scene_seed, scene in zip(seeds, scenes, strict=True)
+    ]
