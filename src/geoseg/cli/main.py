@@ -14,6 +14,7 @@ from geoseg.cli.chips import chips_command
 from geoseg.cli.evaluate import evaluate_command
 from geoseg.cli.export import export_command
 from geoseg.cli.inspect import inspect_command
+from geoseg.cli.quicklook import quicklook_command
 from geoseg.cli.run import run_command
 from geoseg.cli.summary import summary_command
 from geoseg.cli.train import train_command
@@ -63,3 +64,4 @@ cli.add_command(inspect_command)
 cli.add_command(train_command)
 cli.add_command(chips_command)
 cli.add_command(evaluate_command)
+cli.add_command(quicklook_command)
