@@ -1,16 +1,17 @@
-"""The Prefect deployment entrypoint: ``geoseg run`` as a flow with JSON-friendly parameters.
+"""The Prefect deployment entrypoint: ``geoseg run`` as a flow whose parameters are a run file.
 
 ``geoseg.flows.segment.segment_rasters`` takes a ``RunConfig`` and runs on whatever task runner
 its caller sets; a deployment needs plain parameters and a Dask cluster chosen per run. This flow
-takes the options of ``geoseg run`` and calls ``geoseg.run``, whose ``geoseg-run`` flow becomes
-its subflow with a ``DaskTaskRunner`` on ``dask_address``. Deploy it to a process work pool::
+takes the keys of a run file (``geoseg run --config run.toml``), checks them exactly as a run
+file is checked, and calls ``geoseg.api.run_config``, whose ``geoseg-run`` flow becomes its
+subflow on a ``DaskTaskRunner``: on ``dask_address``, else on a local cluster of ``workers``
+processes inside the flow run. ``infra/prefect.yaml`` deploys it with a work pool and a cron
+schedule (see infra/README.md)::
 
     prefect work-pool create geoseg --type process
-    cd /opt/geoseg && prefect deploy infra/deployment.py:segment_deployment \
-        --name default --pool geoseg
-    prefect deployment run geoseg-deployment/default \
-        --param inputs='["/data/scene.tif"]' --param output=/data/objects.gpkg \
-        --param dask_address=tcp://dask-scheduler:8786
+    prefect deploy --prefect-file infra/prefect.yaml --name nightly
+    prefect deployment run geoseg-deployment/nightly \
+        --param inputs='["/data/scene.tif"]' --param output=/data/objects.gpkg
 
 Inputs are paths or URLs without credentials: flow-run parameters are stored by the Prefect
 server and shown in its UI (see SECURITY.md).
@@ -20,44 +21,47 @@ from __future__ import annotations
 
 from prefect import flow
 
-import geoseg
+from geoseg.api import run_config
+from geoseg.config import RunConfig, run_file_fields
 
 
-@flow(name="geoseg-deployment")
+@flow(name="geoseg-deployment", validate_parameters=False)
 def segment_deployment(
     inputs: list[str],
     output: str,
-    dask_address: str,
     model: str | None = None,
     tile_size: int | None = None,
-    overlap_px: int | None = None,
-    batch_size: int = 8,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    dask_address: str | None = None,
     threads_per_worker: int | None = None,
-    score_threshold: float = 0.5,
-    min_area_m2: float = 0.0,
-    simplify_m: float = 0.0,
-    device: str = "auto",
-    overwrite: bool = False,
+    score_threshold: float | None = None,
+    min_area_m2: float | None = None,
+    simplify_m: float | None = None,
+    device: str | None = None,
+    overwrite: bool | None = None,
+    keep_cache: bool | None = None,
+    clear_cache: bool | None = None,
+    asset: str | None = None,
+    crs: str | None = None,
+    fail_fast: bool | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, object]:
-    """Segment ``inputs`` into the GeoPackage ``output`` on the Dask cluster at ``dask_address``.
+    """Segment ``inputs`` into the GeoPackage ``output``; parameters are a run file's keys.
 
-    Returns the output path, the object count and the batches segmented and reused.
+    A parameter left out (None) takes ``geoseg run``'s default. Returns the output path, the
+    object count and the batches segmented and reused.
+
+    Raises
+    ------
+    OptionsError
+        A parameter of the wrong type, or options ``geoseg run`` refuses (named in one line).
     """
-    result = geoseg.run(
-        inputs,
-        output,
-        model=model,
-        tile_size=tile_size,
-        overlap_px=overlap_px,
-        batch_size=batch_size,
-        dask_address=dask_address,
-        threads_per_worker=threads_per_worker,
-        score_threshold=score_threshold,
-        min_area_m2=min_area_m2,
-        simplify_m=simplify_m,
-        device=device,
-        overwrite=overwrite,
-    )
+    # The parameters, as a run file holding the ones given; Prefect passes them unconverted.
+    given = {key: value for key, value in locals().items() if value is not None}
+    fields = run_file_fields(given, "geoseg-deployment parameters")
+    result = run_config(RunConfig(**fields))  # type: ignore[arg-type]
     return {
         "output": str(result.output),
         "objects": result.objects,

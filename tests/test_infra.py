@@ -260,7 +260,7 @@ def test_dockerfile_variants_and_user() -> None:
     users = [arg for op, arg in instructions if op == "USER"]
     assert users
     assert users[-1] not in {"root", "0"}
-    copied = [arg.split()[0] for op, arg in instructions if op == "COPY"]
+    copied = [source for op, arg in instructions if op == "COPY" for source in arg.split()[:-1]]
     ignore = (INFRA / "Dockerfile.dockerignore").read_text().splitlines()
     for source in copied:
         assert f"!{source.rstrip('/')}" in {line.rstrip("/") for line in ignore}, source
@@ -359,18 +359,37 @@ def test_jobqueue_script_passes_the_scheduler_address() -> None:
     }
 
 
-def test_deployment_flow_parameters_are_run_parameters() -> None:
+def test_deployment_flow_parameters_are_the_run_file_keys() -> None:
     sys.path.insert(0, str(INFRA))
     try:
         import deployment
     finally:
         sys.path.remove(str(INFRA))
-    from geoseg.api import run
+    from geoseg.config import RUN_FILE_KEYS
 
     ours = inspect.signature(deployment.segment_deployment.fn).parameters
-    theirs = inspect.signature(run).parameters
-    assert set(ours) <= set(theirs)
-    for name, param in ours.items():
-        if param.default is not inspect.Parameter.empty:
-            assert param.default == theirs[name].default, name
+    assert list(ours) == list(RUN_FILE_KEYS)
+    required = {name for name, p in ours.items() if p.default is inspect.Parameter.empty}
+    assert required == {"inputs", "output"}
+    # Left out, a parameter takes geoseg run's default: the run file decides, not the flow.
+    assert all(p.default is None for name, p in ours.items() if name not in required)
     assert deployment.segment_deployment.name == "geoseg-deployment"
+
+
+def test_prefect_yaml_deploys_the_flow_to_the_compose_pool_with_a_schedule() -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from geoseg.config import run_file_fields
+
+    document = yaml.safe_load((INFRA / "prefect.yaml").read_text())
+    (deployment,) = document["deployments"]
+    path, function = deployment["entrypoint"].split(":")
+    tree = ast.parse((ROOT / path).read_text())
+    flows = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert function in flows
+    worker = split_command(compose()["services"]["prefect-worker"])
+    assert deployment["work_pool"]["name"] == worker[worker.index("--pool") + 1]
+    run_file_fields(deployment["parameters"], "prefect.yaml")  # a valid run file
+    (schedule,) = deployment["schedules"]
+    CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert "pull" not in document, "prefect deploy records the folder it runs in"

@@ -178,21 +178,34 @@ def read_run_file(path: Path) -> dict[str, object]:
         raise OptionsError(f"{path}: not valid TOML or JSON ({exc})") from exc
     if not isinstance(document, dict):
         raise OptionsError(f"{path}: expected a table of options at the top level")
+    return run_file_fields(document, str(path))
+
+
+def run_file_fields(document: dict[str, object], source: str) -> dict[str, object]:
+    """Check a run file's options (a parsed file, or a deployment's parameters); RunConfig fields.
+
+    ``source`` names where the options came from in error messages.
+
+    Raises
+    ------
+    OptionsError
+        An unknown key or a wrongly typed value, naming ``source`` and the key.
+    """
     fields: dict[str, object] = {}
     for key, value in document.items():
         if key not in RUN_FILE_KEYS:
             known = ", ".join(sorted(RUN_FILE_KEYS))
-            raise OptionsError(f"{path}: unknown key {key!r}; known keys: {known}")
+            raise OptionsError(f"{source}: unknown key {key!r}; known keys: {known}")
         field_name, types = RUN_FILE_KEYS[key]
         if isinstance(value, str) and key == "inputs":
             value = [value]
         wrong_bool = isinstance(value, bool) and bool not in types
         if value is not None and (not isinstance(value, types) or wrong_bool):
             expected = " or ".join(t.__name__ for t in types)
-            raise OptionsError(f"{path}: {key} = {value!r} should be {expected}")
+            raise OptionsError(f"{source}: {key} = {value!r} should be {expected}")
         if isinstance(value, list):
             if not all(isinstance(item, str) for item in value):
-                raise OptionsError(f"{path}: inputs should be a list of paths or URIs")
+                raise OptionsError(f"{source}: inputs should be a list of paths or URIs")
             value = tuple(value)
         fields[field_name] = Path(value) if key == "output" else value
     return fields
