@@ -13,7 +13,8 @@ import json
 from collections.abc import Sequence
 from html import escape
 
-from geoseg.reports.quicklook import Quicklook, format_area
+from geoseg.reports.frame import format_area
+from geoseg.reports.quicklook import Quicklook
 from geoseg.reports.results import Results
 from geoseg.reports.summary import AreaSummary
 from geoseg.tasks.palette import class_colour
