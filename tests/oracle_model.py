@@ -62,7 +62,10 @@ def _extreme(
 
 
 def write_oracle_model(
-    path: Path, classes: dict[int, str] | None = None, bands: tuple[int, ...] = (1, 2)
+    path: Path,
+    classes: dict[int, str] | None = None,
+    bands: tuple[int, ...] = (1, 2),
+    gsd_m: float | None = None,
 ) -> Path:
     """Package the oracle as a geoseg model file at ``path`` (scale 1.0) and return the path."""
     package_model(
@@ -72,5 +75,6 @@ def write_oracle_model(
         bands=bands,
         scale=1.0,
         name="oracle",
+        gsd_m=gsd_m,
     )
     return path

@@ -154,3 +154,35 @@ def test_unreadable_pixels_fail_the_batch_with_a_raster_error(
         )
 
     assert not (tmp_path / "b.npz").exists()
+
+
+def test_tiles_resampled_for_the_model_map_back_onto_the_raster_grid(
+    make_raster: MakeRaster, oracle: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ids = truth_ids()
+    ids[33:38, 31:38] = 3001
+    ids[32:38, 30:38] = 0  # a courtyard on whole 2 x 2 blocks, so averaging keeps every id
+    image = np.ones((SIZE, SIZE), dtype=np.uint16)
+    image[nodata_mask()] = NODATA
+    scene = make_raster(np.stack([image, ids]), nodata=NODATA)
+    seen: list[tuple[int, ...]] = []
+
+    def spy(
+        model: object, spec: object, pixels: Sequence[np.ndarray], *args: object
+    ) -> list[TilePrediction]:
+        seen.extend(p.shape for p in pixels)
+        return predict_tiles(model, spec, pixels, *args)
+
+    monkeypatch.setattr(geoseg.tasks.batch, "predict_tiles", spy)
+    tiles = plan_tiles(SIZE, SIZE, TILE, OVERLAP)
+
+    half = segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "h.npz", "cpu", scale=0.5)
+    full = segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "f.npz", "cpu")
+
+    assert set(seen[: len(tiles) - 4]) == {(2, 8, 8)}
+    stitched = [stitch_saved(tiles, [report.path]) for report in (half, full)]
+    assert [(o.class_id, o.pixels) for o in stitched[0]] == [
+        (o.class_id, o.pixels) for o in stitched[1]
+    ]
+    for ours, reference in zip(*stitched, strict=True):
+        assert shapely.equals(ours.geometry, reference.geometry)

@@ -65,8 +65,10 @@ def test_package_model_round_trip(tmp_path: Path) -> None:
         tile_size=256,
         overlap=16,
         name="doubler",
+        gsd_m=0.15,
     )
     assert spec == read_model_spec(path)
+    assert (spec.gsd_m, spec.tta) == (0.15, False)
     assert spec.classes == {1: "lawn", 7: "roof"}
     assert (spec.bands, spec.scale, spec.mean, spec.std) == (
         (3, 2, 1),
@@ -239,6 +241,9 @@ def test_torchscript_without_document(tmp_path: Path) -> None:
         ({**VALID, "overlap": -1}, "'overlap' must be a non-negative integer"),
         ({**VALID, "tile_size": 100, "overlap": 50}, "must be less than half"),
         ({**VALID, "name": 3}, "key 'name' must be a string"),
+        ({**VALID, "gsd_m": "15cm"}, "key 'gsd_m' must be a number"),
+        ({**VALID, "gsd_m": 0}, "'gsd_m' must be a positive number"),
+        ({**VALID, "tta": "yes"}, "key 'tta' must be true or false"),
     ],
 )
 def test_invalid_documents(tmp_path: Path, document: object, message: str) -> None:
@@ -285,3 +290,32 @@ def test_select_cuda_without_cuda() -> None:
     for preference in ("cuda", "cuda:1"):
         with pytest.raises(OptionsError, match="sees no CUDA device"):
             select_device(preference)
+
+
+class Flippable(torch.nn.Module):
+    """Adds 1, or 2 when its test-time augmentation is switched on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tta = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (2.0 if self.tta else 1.0)
+
+
+def test_tta_is_switched_on_per_load_for_models_that_offer_it(tmp_path: Path) -> None:
+    path = tmp_path / "flippable.pt"
+    package_model(Flippable(), path, classes={1: "a"}, bands=(1,), scale=1.0, tta=True)
+
+    plain, spec = load_model(path, torch.device("cpu"))
+    augmented, _ = load_model(path, torch.device("cpu"), tta=True)
+
+    assert spec.tta
+    assert plain is not augmented
+    assert float(plain(torch.zeros(1))) == 1.0
+    assert float(augmented(torch.zeros(1))) == 2.0
+
+
+def test_tta_is_refused_for_models_without_it(tmp_path: Path, oracle: Path) -> None:
+    with pytest.raises(ModelError, match=r"has no test-time augmentation.*run without --tta"):
+        load_model(oracle, torch.device("cpu"), tta=True)

@@ -13,7 +13,12 @@ from hypothesis.extra import numpy as hnp
 
 from geoseg.errors import ModelError, OptionsError, RasterError
 from geoseg.models.contract import ModelSpec, load_model, package_model
-from geoseg.tasks.inference import TilePrediction, configure_torch_threads, predict_tiles
+from geoseg.tasks.inference import (
+    TilePrediction,
+    configure_torch_threads,
+    predict_tiles,
+    resize_prediction,
+)
 from tests.oracle_model import OracleModel, write_oracle_model
 
 CPU = torch.device("cpu")
@@ -321,3 +326,54 @@ def test_configure_torch_threads() -> None:
         torch.set_num_threads(before)
     with pytest.raises(OptionsError, match="at least 1"):
         configure_torch_threads(0)
+
+
+def prediction(labels: np.ndarray, count: int) -> TilePrediction:
+    return TilePrediction(
+        labels.astype(np.uint32),
+        np.arange(1, count + 1, dtype=np.int64),
+        np.linspace(0.9, 0.6, count).astype(np.float32),
+    )
+
+
+def test_resize_prediction_to_twice_the_size_repeats_each_pixel() -> None:
+    small = prediction(np.array([[0, 1], [2, 2]]), 2)
+
+    big = resize_prediction(small, (4, 4))
+
+    assert np.array_equal(big.labels, np.kron(small.labels, np.ones((2, 2), dtype=np.uint32)))
+    assert np.array_equal(big.class_ids, small.class_ids)
+
+
+def test_resize_prediction_drops_and_renumbers_instances_left_without_pixels() -> None:
+    labels = np.zeros((8, 8), dtype=np.uint32)
+    labels[0, 0] = 1  # one pixel: gone at half size (pixel 0 takes the centre 1, 1 of its block)
+    labels[4:8, 4:8] = 2
+    labels[0:4, 4:8] = 3
+
+    half = resize_prediction(prediction(labels, 3), (4, 4))
+
+    assert half.count == 2
+    assert np.array_equal(half.class_ids, [2, 3])
+    assert set(np.unique(half.labels).tolist()) == {0, 1, 2}
+    assert (half.labels[2:, 2:] == 1).all()
+    assert (half.labels[:2, 2:] == 2).all()
+
+
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    out_h=st.integers(1, 40),
+    out_w=st.integers(1, 40),
+    seed=st.integers(0, 1000),
+)
+def test_resize_prediction_keeps_a_valid_prediction(
+    height: int, width: int, out_h: int, out_w: int, seed: int
+) -> None:
+    labels = np.random.default_rng(seed).integers(0, 4, (height, width))
+    count = int(labels.max())
+    resized = resize_prediction(prediction(labels, count), (out_h, out_w))
+
+    assert resized.labels.shape == (out_h, out_w)
+    present = set(np.unique(resized.labels).tolist()) - {0}
+    assert present == set(range(1, resized.count + 1))

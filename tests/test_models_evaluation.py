@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import geoseg.models.evaluation
 from geoseg.models.contract import load_model, package_model
 from geoseg.models.evaluation import (
     InstanceSet,
@@ -18,6 +19,8 @@ from geoseg.models.evaluation import (
 )
 from geoseg.models.greenery import GreeneryModel
 from geoseg.models.synthetic import generate_scene
+from geoseg.tasks.inference import predict_tiles
+from tests.oracle_model import write_oracle_model
 
 CLASSES = {1: "lawn", 2: "bridge", 3: "building"}
 
@@ -92,3 +95,28 @@ def test_predict_image_tiles_and_keeps_each_object_once(tmp_path: Path) -> None:
     predicted = predict_image(model, spec, image)
     assert len(predicted.classes) == 4
     assert count_matches(truth.astype(np.int64), predicted.labels.astype(np.int64)) == 4
+
+
+def test_an_image_finer_than_the_model_is_predicted_at_the_model_resolution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, spec = load_model(
+        write_oracle_model(tmp_path / "oracle.pt", gsd_m=0.15), torch.device("cpu")
+    )
+    ids = np.zeros((64, 64), dtype=np.float32)
+    ids[4:20, 6:30] = 1001
+    ids[30:62, 10:20] = 3001  # whole 2 x 2 blocks: averaging to 0.15 m keeps every id
+    image = np.stack([np.ones_like(ids), ids])
+    native = predict_image(model, spec, image, tile_size=64, overlap=4)
+    seen: list[tuple[int, ...]] = []
+
+    def spy(model: object, spec: object, tiles: list[np.ndarray], *args: object) -> object:
+        seen.extend(tile.shape for tile in tiles)
+        return predict_tiles(model, spec, tiles, *args)
+
+    monkeypatch.setattr(geoseg.models.evaluation, "predict_tiles", spy)
+    resampled = predict_image(model, spec, image, gsd_m=0.075, tile_size=32, overlap=4)
+
+    assert seen == [(2, 32, 32)]
+    assert np.array_equal(resampled.labels, native.labels)
+    assert np.array_equal(resampled.classes, native.classes)

@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geoseg.errors import OptionsError
-from geoseg.tasks.tiling import Tile, overlapping_pairs, plan_axis, plan_tiles
+from geoseg.tasks.tiling import (
+    Tile,
+    check_tiling,
+    overlapping_pairs,
+    plan_axis,
+    plan_tiles,
+    raster_tiling,
+    resampling_scale,
+)
 
 
 @st.composite
@@ -92,3 +100,25 @@ def test_bad_tiling_is_refused(tile_size: int, overlap: int, message: str) -> No
 def test_tile_refuses_core_outside_window() -> None:
     with pytest.raises(ValueError, match="not inside"):
         Tile(index=0, col_off=0, row_off=0, width=10, height=10, core=(0, 0, 11, 10))
+
+
+def test_resampling_scale_is_one_within_tolerance_or_without_a_model_resolution() -> None:
+    assert resampling_scale(0.075, 0.15) == pytest.approx(0.5)
+    assert resampling_scale(0.5, 0.15) == pytest.approx(0.5 / 0.15)
+    assert resampling_scale(0.152, 0.15) == 1.0
+    assert resampling_scale(0.3, None) == 1.0
+
+
+@given(
+    tile=st.integers(16, 1024),
+    overlap_share=st.floats(0.0, 0.49),
+    scale=st.floats(0.05, 20.0),
+)
+def test_raster_tiling_is_always_a_valid_tiling(
+    tile: int, overlap_share: float, scale: float
+) -> None:
+    overlap = max(1, int(tile * overlap_share))
+    raster_tile, raster_overlap = raster_tiling(tile, overlap, scale)
+
+    check_tiling(raster_tile, raster_overlap)
+    assert raster_tile == max(16, round(tile / scale))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -38,6 +39,12 @@ from geoseg.cli.options import coco_options, label_class_options
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
+@click.option("--tta", is_flag=True, help="Test-time augmentation (flips, rotations; 8x slower).")
+@click.option(
+    "--gsd",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Run the model at this ground resolution (m/pixel) instead of its own.",
+)
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON."
 )
@@ -55,6 +62,8 @@ def evaluate_command(
     overlap: int | None,
     threads: int | None,
     device: str,
+    tta: bool,
+    gsd: float | None,
     json_path: Path | None,
 ) -> None:
     """Print per-class COCO mask AP and AP50, precision, recall, F1 at IoU 0.5 and area error."""
@@ -72,7 +81,9 @@ def evaluate_command(
     if threads is not None:
         configure_torch_threads(threads)
     torch_device = select_device(device)
-    net, spec = load_model(model or default_model_path(), torch_device)
+    net, spec = load_model(model or default_model_path(), torch_device, tta)
+    if gsd is not None:
+        spec = replace(spec, gsd_m=gsd)
     images = load_labelled(
         spec.classes,
         coco=coco,
@@ -87,7 +98,7 @@ def evaluate_command(
     truth, predictions = [], []
     for image in images:
         predicted = predict_image(
-            net, spec, image.image, image.valid, tile_size, overlap, torch_device
+            net, spec, image.image, image.valid, tile_size, overlap, torch_device, gsd_m=image.gsd_m
         )
         truth.append(InstanceSet(image.instances, image.classes))
         predictions.append(predicted)

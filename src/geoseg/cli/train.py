@@ -55,7 +55,12 @@ DEFAULT_CLASSES = "lawn,bridge,building"
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
 @click.option("--precision", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
-@click.option("--tta", is_flag=True, help="Package the model with test-time augmentation on.")
+@click.option(
+    "--gsd",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Ground resolution (m/pixel) the model is for, recorded in it as gsd_m "
+    "[default: the labelled raster's, none for COCO images].",
+)
 def train_command(
     output: Path,
     coco: Path | None,
@@ -79,7 +84,7 @@ def train_command(
     threads: int | None,
     device: str,
     precision: str,
-    tta: bool,
+    gsd: float | None,
 ) -> None:
     """Train a body/boundary/contact U-Net and write it to OUTPUT as a geoseg model file.
 
@@ -131,6 +136,8 @@ def train_command(
             class_column=class_column,
             class_name=class_name,
         )
+        if gsd is None and images and all(im.gsd_m for im in images):
+            gsd = float(np.median([im.gsd_m for im in images]))
         train_images, held = split_validation(images, val_fraction)
         labelled = tuple(sorted({int(c) for im in images for c in im.classes}))
         sources.append(TrainingSource(tuple(train_images), labelled, weight=3.0))
@@ -181,7 +188,7 @@ def train_command(
             initial=initial,
             on_progress=report,
         )
-    spec = package_segmenter(net, output, classes=model_classes, mean=MEAN, std=STD, tta=tta)
+    spec = package_segmenter(net, output, classes=model_classes, mean=MEAN, std=STD, gsd_m=gsd)
     click.echo(
         f"Trained {result.iterations} iterations in {result.seconds / 60:.1f} min "
         f"(loss {result.loss:.3f}, validation {result.validation_loss or float('nan'):.3f}); "

@@ -4,12 +4,16 @@ A geoseg model file is a TorchScript archive (``torch.jit.save``) with a small J
 embedded as the extra file ``geoseg.json``::
 
     {"name": "greenery", "classes": {"1": "vegetation"}, "bands": [1, 2, 3],
-     "scale": 0.00392156862745098, "mean": null, "std": null, "tile_size": 512, "overlap": 64}
+     "scale": 0.00392156862745098, "mean": null, "std": null, "tile_size": 512, "overlap": 64,
+     "gsd_m": null, "tta": false}
 
 ``classes`` maps the model's positive integer labels to names, ``bands`` lists the 1-based raster
 bands fed to the model in order, raw pixel values are multiplied by ``scale`` and then
 standardised with the optional per-band ``mean`` and ``std``. ``tile_size`` and ``overlap`` (pixels)
-are the recommended tiling, ``name`` a label for messages and outputs.
+are the recommended tiling, ``name`` a label for messages and outputs. The optional ``gsd_m`` is
+the ground resolution (metres per pixel) the model was trained for: the pipeline reads each tile
+resampled to it and maps the masks back onto the raster's own grid. ``tta: true`` says the model
+has a boolean attribute ``tta`` that switches on test-time augmentation (``geoseg run --tta``).
 
 The model's ``forward`` takes a list of float32 tensors ``[C, H, W]`` and returns, per image,
 torchvision's detection output: a dict with ``boxes`` ``[N, 4]`` (x0, y0, x1, y1 in pixels),
@@ -41,7 +45,18 @@ from geoseg.errors import ModelError, OptionsError, OutputError
 SPEC_FILE = "geoseg.json"
 """Name of the extra file in a TorchScript archive that holds the model's description."""
 
-_KEYS = ("name", "classes", "bands", "scale", "mean", "std", "tile_size", "overlap")
+_KEYS = (
+    "name",
+    "classes",
+    "bands",
+    "scale",
+    "mean",
+    "std",
+    "tile_size",
+    "overlap",
+    "gsd_m",
+    "tta",
+)
 _REQUIRED = ("classes", "bands", "scale")
 _PICKLE_PROTOCOL_OPCODE = 0x80
 _FIX = "save the model with geoseg.models.contract.package_model (or torch.jit.save)"
@@ -68,7 +83,11 @@ class ModelSpec:
     mean, std : tuple[float, ...] or None
         Per-band standardisation applied after ``scale``; both or neither, ``std > 0``.
     tile_size, overlap : int or None
-        Recommended tile edge and overlap in pixels.
+        Recommended tile edge and overlap in pixels (of the model's input).
+    gsd_m : float or None
+        Ground resolution the model expects, metres per pixel; None: any, tiles read as they are.
+    tta : bool
+        The model switches test-time augmentation on through its ``tta`` attribute.
     """
 
     name: str
@@ -81,6 +100,8 @@ class ModelSpec:
     std: tuple[float, ...] | None = None
     tile_size: int | None = None
     overlap: int | None = None
+    gsd_m: float | None = None
+    tta: bool = False
 
     def __post_init__(self) -> None:
         where = self.path or "model"
@@ -107,6 +128,12 @@ class ModelSpec:
                 raise ModelError(f"{where}: '{key}' must hold finite numbers, got {values}")
         if self.std is not None and min(self.std) <= 0:
             raise ModelError(f"{where}: 'std' must be positive, got {self.std}")
+        if self.gsd_m is not None and not (
+            _is_number(self.gsd_m) and math.isfinite(self.gsd_m) and self.gsd_m > 0
+        ):
+            raise ModelError(f"{where}: 'gsd_m' must be a positive number, got {self.gsd_m!r}")
+        if not isinstance(self.tta, bool):
+            raise ModelError(f"{where}: 'tta' must be true or false, got {self.tta!r}")
         if self.tile_size is not None and not (_is_int(self.tile_size) and self.tile_size > 0):
             raise ModelError(f"{where}: 'tile_size' must be a positive integer")
         if self.overlap is not None and not (_is_int(self.overlap) and self.overlap >= 0):
@@ -138,8 +165,12 @@ def read_model_spec(path: str | Path) -> ModelSpec:
     return _spec_from_document(document, str(file), _sha256(file))
 
 
-def load_model(path: str | Path, device: torch.device) -> tuple[torch.jit.ScriptModule, ModelSpec]:
-    """Load a model file onto ``device`` in eval mode, once per process.
+def load_model(
+    path: str | Path, device: torch.device, tta: bool = False
+) -> tuple[torch.jit.ScriptModule, ModelSpec]:
+    """Load a model file onto ``device`` in eval mode, once per process and ``tta`` setting.
+
+    ``tta`` switches on the model's test-time augmentation (models whose spec says ``tta``).
 
     Results are cached on the resolved path, the file's size and modification time and the
     device, so each worker process loads a model once rather than once per tile, and a file
@@ -148,7 +179,8 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.jit.Script
     Raises
     ------
     ModelError
-        The file breaks the contract (see `read_model_spec`) or TorchScript cannot load it.
+        The file breaks the contract (see `read_model_spec`), TorchScript cannot load it, or
+        ``tta`` is asked of a model without test-time augmentation.
     """
     file = Path(path).expanduser().resolve()
     try:
@@ -157,7 +189,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.jit.Script
         raise ModelError(f"{file}: model file not found") from None
     except OSError as exc:
         raise ModelError(f"{file}: cannot read the model file: {exc.strerror}") from None
-    return _load_cached(str(file), stat.st_size, stat.st_mtime_ns, str(device))
+    return _load_cached(str(file), stat.st_size, stat.st_mtime_ns, str(device), tta)
 
 
 def package_model(
@@ -172,6 +204,8 @@ def package_model(
     tile_size: int | None = None,
     overlap: int | None = None,
     name: str | None = None,
+    gsd_m: float | None = None,
+    tta: bool = False,
 ) -> ModelSpec:
     """Script ``module``, embed its ``geoseg.json`` and save it as a geoseg model file.
 
@@ -200,6 +234,8 @@ def package_model(
         "std": None if std is None else list(std),
         "tile_size": tile_size,
         "overlap": overlap,
+        "gsd_m": gsd_m,
+        "tta": tta,
     }
     _spec_from_document(document, str(target), "0" * 64)
     try:
@@ -257,16 +293,28 @@ def select_device(preference: str = "auto") -> torch.device:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(
-    file: str, size: int, mtime_ns: int, device: str
+    file: str, size: int, mtime_ns: int, device: str, tta: bool
 ) -> tuple[torch.jit.ScriptModule, ModelSpec]:
     spec = read_model_spec(file)
+    check_tta(spec, tta)
     try:
         # torch.jit.load carries no type annotations; it returns a ScriptModule.
         model = torch.jit.load(file, map_location=torch.device(device))  # type: ignore[no-untyped-call]
     except (torch.jit.Error, RuntimeError, ValueError, OSError) as exc:
         raise ModelError(f"{file}: TorchScript cannot load the model: {last_line(exc)}") from None
     scripted: torch.jit.ScriptModule = model.eval()
+    if spec.tta:
+        scripted.tta = tta
     return scripted, spec
+
+
+def check_tta(spec: ModelSpec, tta: bool) -> None:
+    """Refuse test-time augmentation for a model that does not offer it."""
+    if tta and not spec.tta:
+        raise ModelError(
+            f"{spec.path}: model {spec.name!r} has no test-time augmentation "
+            '(its geoseg.json lacks "tta": true); run without --tta'
+        )
 
 
 def _read_document(file: Path) -> object:
@@ -335,7 +383,23 @@ def _spec_from_document(document: object, where: str, sha256: str) -> ModelSpec:
         std=_optional_floats(where, "std", document.get("std")),
         tile_size=_optional_int(where, "tile_size", document.get("tile_size")),
         overlap=_optional_int(where, "overlap", document.get("overlap")),
+        gsd_m=_optional_number(where, "gsd_m", document.get("gsd_m")),
+        tta=_flag(where, "tta", document.get("tta", False)),
     )
+
+
+def _optional_number(where: str, key: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value):
+        raise ModelError(f"{where}: {SPEC_FILE} key {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _flag(where: str, key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ModelError(f"{where}: {SPEC_FILE} key {key!r} must be true or false, got {value!r}")
+    return value
 
 
 def _classes_from_json(where: str, value: object) -> dict[int, str]:

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 
 from geoseg.errors import OptionsError
 from geoseg.models.contract import ModelSpec
-from geoseg.tasks.inference import predict_tiles
+from geoseg.tasks.inference import TilePrediction, predict_tiles, resize_prediction
+from geoseg.tasks.tiling import resampling_scale
 
 MATCH_IOU = 0.5
 
@@ -49,13 +51,19 @@ def predict_image(
     overlap: int | None = None,
     device: torch.device | None = None,
     batch_size: int = 4,
+    gsd_m: float | None = None,
 ) -> InstanceSet:
     """Instances of a whole image ``[C, H, W]`` (raw values, the spec's bands) from a model.
 
     The image is cut into overlapping tiles; each tile keeps the instances whose box centre lies
     in its share of the overlaps (split halfway), so every object comes from the one tile that
-    sees it best. Contested pixels go to the higher score.
+    sees it best. Contested pixels go to the higher score. An image whose ground resolution
+    ``gsd_m`` differs from the model's is resampled to it first, as the pipeline does, and the
+    instances are mapped back onto the image's own pixels.
     """
+    scale = resampling_scale(gsd_m, spec.gsd_m) if gsd_m is not None else 1.0
+    if scale != 1.0:
+        return _predict_resampled(model, spec, pixels, valid, scale, device, batch_size)
     device = device or torch.device("cpu")
     tile_size = tile_size or spec.tile_size or 512
     overlap = spec.overlap if overlap is None else overlap
@@ -102,6 +110,36 @@ def predict_image(
     classes = np.array([k[1] for k in kept_masks], dtype=np.int64)[present[1:]]
     scores = np.array([k[0] for k in kept_masks], dtype=np.float32)[present[1:]]
     return InstanceSet(lookup[labels], classes, scores)
+
+
+def _predict_resampled(
+    model: torch.jit.ScriptModule,
+    spec: ModelSpec,
+    pixels: npt.NDArray[Any],
+    valid: npt.NDArray[np.bool_] | None,
+    scale: float,
+    device: torch.device | None,
+    batch_size: int,
+) -> InstanceSet:
+    """`predict_image` on the image resampled by ``scale``, mapped back to its own pixels."""
+    height, width = pixels.shape[1:]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    image = torch.from_numpy(np.asarray(pixels, dtype=np.float32))[None]
+    if scale < 1.0:  # averaging when shrinking and bilinear when enlarging, as GDAL reads tiles
+        resized = F.interpolate(image, size=size, mode="area")
+    else:
+        resized = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    ok = None
+    if valid is not None:
+        mask = torch.from_numpy(np.asarray(valid, dtype=np.float32))[None, None]
+        ok = F.interpolate(mask, size=size, mode="nearest")[0, 0].numpy() > 0.5
+    found = predict_image(model, spec, resized[0].numpy(), ok, device=device, batch_size=batch_size)
+    scores = found.scores if found.scores is not None else np.ones(len(found.classes), np.float32)
+    back = resize_prediction(
+        TilePrediction(found.labels.astype(np.uint32), found.classes, scores),
+        (height, width),
+    )
+    return InstanceSet(back.labels.astype(np.int32), back.class_ids, back.scores)
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -154,7 +154,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         args.tile_size,
         TRAINING_GSD_M,
     )
-    spec = package_segmenter(net, out, classes=CLASSES, mean=MEAN, std=STD, name="geoseg-default")
+    spec = package_segmenter(
+        net, out, classes=CLASSES, mean=MEAN, std=STD, name="geoseg-default", gsd_m=TRAINING_GSD_M
+    )
     summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
     if args.evaluate:
         summary["z21"] = evaluate_raster(
@@ -173,7 +175,9 @@ def evaluate_raster(
     image, names = read_georeferenced(raster, labels, default_class="building", min_area_m2=2.0)
     (image,) = rename_classes([image], names, spec.classes)
     started = time.perf_counter()
-    predicted = predict_image(model, spec, image.image, image.valid, device=torch_device)
+    predicted = predict_image(
+        model, spec, image.image, image.valid, device=torch_device, gsd_m=image.gsd_m
+    )
     seconds = time.perf_counter() - started
     report = evaluate_instances(
         [InstanceSet(image.instances, image.classes)], [predicted], spec.classes

@@ -146,15 +146,17 @@ def package_segmenter(
     overlap: int = 64,
     name: str | None = None,
     precision: str = "auto",
-    tta: bool = False,
+    gsd_m: float | None = None,
 ) -> ModelSpec:
     """Wrap ``net`` in an `InstanceSegmenter` and write it as a geoseg model file.
 
-    ``classes`` must number the network's classes 1..K in output order.
+    ``classes`` must number the network's classes 1..K in output order; ``gsd_m`` is the ground
+    resolution (m/pixel) it was trained for. The file offers test-time augmentation, off unless
+    the loader switches it on (``geoseg run --tta``).
     """
     if sorted(classes) != list(range(1, net.num_classes + 1)):
         raise ValueError(f"classes must be numbered 1..{net.num_classes}, got {sorted(classes)}")
-    module = InstanceSegmenter(net.cpu(), precision=precision, tta=tta).eval()
+    module = InstanceSegmenter(net.cpu(), precision=precision).eval()
     return package_model(
         module,
         path,
@@ -166,4 +168,6 @@ def package_segmenter(
         tile_size=tile_size,
         overlap=overlap,
         name=name,
+        gsd_m=gsd_m,
+        tta=True,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import rasterio
 
 from geoseg.models.contract import load_model, select_device
-from geoseg.tasks.inference import configure_torch_threads, predict_tiles
+from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
 from geoseg.tasks.partials import save_batch
 from geoseg.tasks.reading import gdal_env, read_tile
 from geoseg.tasks.stitch import cut_pieces
@@ -39,19 +39,25 @@ def segment_batch(
     out: Path,
     device: str = "auto",
     torch_threads: int | None = None,
+    scale: float = 1.0,
+    tta: bool = False,
 ) -> BatchReport:
     """Segment ``tiles`` of a raster and save their pieces and label arrays to ``out``.
 
-    Tiles that are entirely nodata are skipped without running the model.
+    Tiles that are entirely nodata are skipped without running the model. With ``scale`` (model
+    pixels per raster pixel) other than 1, each tile is read resampled to the model's ground
+    resolution and its instances are mapped back onto the raster's own pixels, so that pieces,
+    polygons and areas stay on the raster's grid. ``tta`` switches on the model's test-time
+    augmentation.
     """
     if torch_threads is not None:
         configure_torch_threads(torch_threads)
     torch_device = select_device(device)
-    model, spec = load_model(model_path, torch_device)
+    model, spec = load_model(model_path, torch_device, tta)
     kept, pixels, valid = [], [], []
     with gdal_env(), rasterio.open(raster_path) as src:
         for tile in tiles:
-            tile_pixels, tile_valid = read_tile(src, tile, spec.bands)
+            tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
             if tile_valid.any():
                 kept.append(tile)
                 pixels.append(tile_pixels)
@@ -59,6 +65,11 @@ def segment_batch(
     predictions = (
         predict_tiles(model, spec, pixels, valid, score_threshold, torch_device) if kept else []
     )
+    if scale != 1.0:
+        predictions = [
+            resize_prediction(prediction, (tile.height, tile.width))
+            for tile, prediction in zip(kept, predictions, strict=True)
+        ]
     results = [
         (cut_pieces(tile, prediction), prediction.labels)
         for tile, prediction in zip(kept, predictions, strict=True)
@@ -71,3 +82,10 @@ def segment_batch(
         tiles_skipped=len(tiles) - len(kept),
         instances=sum(len(pieces.class_ids) for pieces, _ in results),
     )
+
+
+def model_shape(tile: Tile, scale: float) -> tuple[int, int] | None:
+    """The (rows, cols) a tile is read at for the model; None for the tile's own size."""
+    if scale == 1.0:
+        return None
+    return max(1, round(tile.height * scale)), max(1, round(tile.width * scale))

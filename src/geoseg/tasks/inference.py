@@ -127,6 +127,27 @@ def predict_tiles(
         ]
 
 
+def resize_prediction(prediction: TilePrediction, shape: tuple[int, int]) -> TilePrediction:
+    """A prediction made on a resampled tile, mapped back onto the tile's own pixels.
+
+    Each pixel of ``shape`` (rows, cols) takes the label of the resampled pixel whose footprint
+    holds its centre. Instances left without pixels (possible when the model saw more pixels
+    than the raster has) are dropped and the rest renumbered in order.
+    """
+    height, width = prediction.labels.shape
+    rows = ((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.intp)
+    cols = ((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.intp)
+    labels = prediction.labels[np.minimum(rows, height - 1)[:, None], np.minimum(cols, width - 1)]
+    present = np.bincount(labels.ravel(), minlength=prediction.count + 1)[1:] > 0
+    if present.all():
+        return TilePrediction(labels, prediction.class_ids, prediction.scores)
+    renumber = np.zeros(prediction.count + 1, dtype=np.uint32)
+    renumber[1:][present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
+    return TilePrediction(
+        renumber[labels], prediction.class_ids[present], prediction.scores[present]
+    )
+
+
 def configure_torch_threads(n: int) -> None:
     """Limit PyTorch's intra-op threads in this process to ``n``.
 

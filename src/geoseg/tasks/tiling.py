@@ -145,3 +145,32 @@ def overlapping_pairs(tiles: tuple[Tile, ...]) -> list[tuple[Tile, Tile, PixelBo
             if shared is not None:
                 pairs.append((a, b, shared))
     return pairs
+
+
+RESAMPLING_TOLERANCE = 0.05
+"""Rasters within 5 % of a model's ground resolution are read as they are."""
+
+
+def resampling_scale(pixel_m: float, gsd_m: float | None) -> float:
+    """Model pixels per raster pixel when tiles are resampled to the model's ground resolution.
+
+    ``pixel_m`` is the raster's ground pixel size (metres), ``gsd_m`` the model's (None: the
+    model takes any resolution). Returns 1.0 when no resampling is needed.
+
+    >>> resampling_scale(0.075, 0.15)
+    0.5
+    """
+    if gsd_m is None or abs(pixel_m / gsd_m - 1.0) <= RESAMPLING_TOLERANCE:
+        return 1.0
+    return pixel_m / gsd_m
+
+
+def raster_tiling(tile_px: int, overlap_px: int, scale: float) -> tuple[int, int]:
+    """A model's tile size and overlap (its own pixels) in raster pixels at ``scale``.
+
+    A model that expects 0.15 m tiles of 512 px reads 1024 px of a 0.075 m raster per tile, so
+    it sees the same ground as in training; the result stays a valid tiling.
+    """
+    tile = max(16, round(tile_px / scale))
+    overlap = max(1, min(round(overlap_px / scale), tile // 2))
+    return tile, overlap
