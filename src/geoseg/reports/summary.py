@@ -23,6 +23,7 @@ __all__ = [
     "COLUMNS",
     "FORMATS",
     "AreaSummary",
+    "align_table",
     "format_csv",
     "format_json",
     "format_summary",
@@ -187,11 +188,19 @@ def format_table(rows: Sequence[AreaSummary]) -> str:
         )
         for row in rows
     ]
+    return align_table(header, body, text_columns=2)
+
+
+def align_table(header: Sequence[str], body: Sequence[Sequence[str]], text_columns: int) -> str:
+    """Cells as aligned text: the first ``text_columns`` columns left-aligned, numbers right.
+
+    Columns are two spaces apart; the text ends with a newline.
+    """
     widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
     lines = []
     for line in (header, *body):
         cells = [
-            cell.ljust(width) if i < 2 else cell.rjust(width)
+            cell.ljust(width) if i < text_columns else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
