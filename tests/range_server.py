@@ -1,26 +1,39 @@
 """A static file server with single-range ``Range`` support, as GDAL's /vsicurl/ needs.
 
-``python tests/range_server.py FOLDER PORT`` serves FOLDER on 127.0.0.1:PORT until killed.
-(``python -m http.server`` ignores Range headers.)
+``python tests/range_server.py FOLDER PORT [--fail-first K] [--fail-after K]`` serves FOLDER on
+127.0.0.1:PORT until killed. (``python -m http.server`` ignores Range headers.) The options
+inject faults into ranged GETs, counted from 1 across all clients: ``--fail-first K`` answers
+the first K with 503 (a transient outage: a client that retries gets through), ``--fail-after
+K`` answers all after the K-th with 503 (a server that went away; ``--fail-after 0`` never
+serves a range).
 """
 
 from __future__ import annotations
 
+import argparse
 import http.server
-import sys
+import itertools
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Answers ``Range: bytes=start-[end]`` with 206 and just those bytes."""
+    """Answers ``Range: bytes=start-[end]`` with 206 and just those bytes, or injects a 503."""
+
+    def __init__(self, *args: Any, fails: Any, **kwargs: Any) -> None:
+        self.fails = fails
+        super().__init__(*args, **kwargs)
 
     def send_head(self) -> Any:
         header = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
         if not header or not path.is_file():
             return super().send_head()
+        if self.fails():
+            self.send_error(503, "Service Unavailable (injected)")
+            return None
         size = path.stat().st_size
         start_text, _, end_text = header.removeprefix("bytes=").partition("-")
         start = int(start_text)
@@ -46,7 +59,26 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         return None
 
 
+def fault_rule(first: int, after: int | None) -> Any:
+    """A thread-safe callable saying whether the next ranged GET fails."""
+    counter, lock = itertools.count(1), threading.Lock()
+
+    def fails() -> bool:
+        with lock:
+            number = next(counter)
+        return number <= first or after is not None and number > after
+
+    return fails
+
+
 if __name__ == "__main__":
-    folder, port = sys.argv[1], int(sys.argv[2])
-    handler = partial(RangeHandler, directory=folder)
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--fail-first", type=int, default=0)
+    parser.add_argument("--fail-after", type=int)
+    args = parser.parse_args()
+    handler = partial(
+        RangeHandler, directory=args.folder, fails=fault_rule(args.fail_first, args.fail_after)
+    )
+    http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler).serve_forever()

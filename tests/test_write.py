@@ -58,6 +58,7 @@ def test_objects_summary_and_run_are_read_back(tmp_path: Path) -> None:
         ["building", "MultiPolygon"],
         ["tree crown", "MultiPolygon"],
         ["summary", None],
+        ["failures", None],
         ["run", None],
         ["layer_styles", None],
     ]

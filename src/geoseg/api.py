@@ -10,9 +10,18 @@ from pathlib import Path
 from prefect_dask.task_runners import DaskTaskRunner
 
 from geoseg.config import DEFAULT_WORKERS, RunConfig
-from geoseg.flows.segment import RunResult, segment_rasters
+from geoseg.errors import GeosegError
+from geoseg.flows.segment import (
+    RunRequest,
+    RunResult,
+    all_failed,
+    failure_of,
+    isolates_failures,
+    segment_rasters,
+)
 from geoseg.models.contract import read_model_spec
 from geoseg.models.greenery import default_model_path
+from geoseg.tasks.destination import cache_anchor, check_s3_output
 from geoseg.tasks.reading import describe_raster
 from geoseg.tasks.sources import DEFAULT_STAC_ASSET, expand_inputs
 from geoseg.tasks.write import check_output
@@ -38,22 +47,27 @@ def run(
     clear_cache: bool = False,
     stac_asset: str = DEFAULT_STAC_ASSET,
     crs: str | None = None,
+    fail_fast: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Segment rasters into measured objects written to a GeoPackage.
 
-    Parameters are those of ``geoseg run`` (see ``RunConfig``). Returns where the output went
-    and the per-source, per-class summary (count and total area in m²). A run that crashed or
-    was killed resumes when called again with the same arguments: only missing batches are
-    segmented.
+    Parameters are those of ``geoseg run`` (see ``RunConfig``); ``output`` is a local path or
+    ``s3://bucket/key.gpkg``. Returns where the output went, the per-source, per-class summary
+    (count and total area in m²) and the rasters that failed: with several rasters and no
+    ``fail_fast``, a raster that fails is skipped and listed in ``failures`` (and in the
+    output's ``failures`` table) instead of raising. A run that crashed or was killed resumes
+    when called again with the same arguments: only missing batches are segmented.
 
     Raises
     ------
     GeosegError
-        Bad input, a bad model, conflicting options or an unwritable output; nothing is written.
+        Bad input (every raster, or the only one, or any with ``fail_fast``), a bad model,
+        conflicting options or an unwritable output; nothing is written.
     """
     config = RunConfig(
         inputs=tuple(os.fspath(path) for path in inputs),
-        output=Path(output),
+        output=os.fspath(output),
         model=None if model is None else os.fspath(model),
         tile_size=tile_size,
         overlap_px=overlap_px,
@@ -70,6 +84,8 @@ def run(
         clear_cache=clear_cache,
         stac_asset=stac_asset,
         crs=crs,
+        fail_fast=fail_fast,
+        cache_dir=None if cache_dir is None else Path(cache_dir),
     )
     return run_config(config)
 
@@ -78,16 +94,42 @@ def run_config(config: RunConfig) -> RunResult:
     """Check a run's inputs, model and output up front, then run the flow on Dask."""
     config = replace(config, inputs=expand_inputs(config.inputs, config.stac_asset))
     spec = read_model_spec(config.model or default_model_path())
-    for path in config.inputs:
-        describe_raster(path, spec.bands)
+    check_rasters(config, spec.bands)
     config.tiling(spec.tile_size, spec.overlap)
-    check_output(config.output, config.overwrite)
+    if isinstance(config.output, str):
+        check_s3_output(config.output, config.overwrite)
+        staging = cache_anchor(config.output, config.cache_dir)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        check_output(staging, overwrite=True)
+    else:
+        check_output(config.output, config.overwrite)
     if config.dask_address is None:
         workers = config.workers or DEFAULT_WORKERS
         threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         config = replace(config, workers=workers, threads_per_worker=threads)
     flow = segment_rasters.with_options(task_runner=task_runner(config))  # type: ignore[arg-type]
-    return flow(config)
+    return flow(RunRequest(config=config))
+
+
+def check_rasters(config: RunConfig, bands: tuple[int, ...]) -> None:
+    """Check every raster's header; a bad one stops the run unless others can still be run.
+
+    Raises
+    ------
+    GeosegError
+        The only raster, every raster, or (with ``fail_fast``) any raster is unusable.
+    """
+    isolate = isolates_failures(config, len(config.inputs))
+    failures = []
+    for path in config.inputs:
+        try:
+            describe_raster(path, bands)
+        except GeosegError as exc:
+            if not isolate:
+                raise
+            failures.append((failure_of(path, exc), exc))
+    if failures and len(failures) == len(config.inputs):
+        raise all_failed(failures)
 
 
 def task_runner(config: RunConfig) -> DaskTaskRunner:

@@ -12,6 +12,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from geoseg.errors import OptionsError
+from geoseg.tasks.destination import output_location
 from geoseg.tasks.sources import DEFAULT_STAC_ASSET, redact
 from geoseg.tasks.tiling import check_tiling
 
@@ -28,8 +29,9 @@ class RunConfig:
     ----------
     inputs : tuple[str, ...]
         Rasters to segment: paths or anything GDAL opens.
-    output : Path
-        The GeoPackage to write.
+    output : Path or str
+        The GeoPackage to write: a local path, or an ``s3://bucket/key.gpkg`` URI (a string),
+        written locally and uploaded when complete.
     model : str or None
         A TorchScript model file following the model contract; None for the built-in model.
     tile_size, overlap_px : int or None
@@ -62,10 +64,16 @@ class RunConfig:
     crs : str or None
         The output CRS (``EPSG:4326``, WKT, PROJ JSON, ...); None takes the first raster's. Objects
         are measured in their raster's own CRS before any reprojection.
+    fail_fast : bool
+        Stop at the first raster that fails; by default, with several rasters, a failed raster
+        is recorded in the output's ``failures`` table and the others are still segmented.
+    cache_dir : Path or None
+        Where batch results (and the staging copy of an S3 output) live; None puts them beside a
+        local output, or in ``~/.cache/geoseg`` for an S3 output.
     """
 
     inputs: tuple[str, ...]
-    output: Path
+    output: Path | str
     model: str | None = None
     tile_size: int | None = None
     overlap_px: int | None = None
@@ -82,10 +90,16 @@ class RunConfig:
     clear_cache: bool = False
     stac_asset: str = DEFAULT_STAC_ASSET
     crs: str | None = None
+    fail_fast: bool = False
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise OptionsError("no input raster given")
+        # Frozen, but a Path would collapse the "//" of an s3:// URI: keep those as strings.
+        object.__setattr__(self, "output", output_location(self.output))
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         if self.workers is not None and self.dask_address is not None:
             raise OptionsError(
                 "--workers and --dask-address conflict: --workers sizes a local cluster, "
@@ -154,6 +168,8 @@ RUN_FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "clear_cache": ("clear_cache", (bool,)),
     "asset": ("stac_asset", (str,)),
     "crs": ("crs", (str,)),
+    "fail_fast": ("fail_fast", (bool,)),
+    "cache_dir": ("cache_dir", (str,)),
 }
 """Keys of a run file (the options of ``geoseg run``, with underscores) and their fields."""
 
@@ -207,7 +223,11 @@ def run_file_fields(document: dict[str, object], source: str) -> dict[str, objec
             if not all(isinstance(item, str) for item in value):
                 raise OptionsError(f"{source}: inputs should be a list of paths or URIs")
             value = tuple(value)
-        fields[field_name] = Path(value) if key == "output" else value
+        if key == "output" and isinstance(value, str):
+            value = output_location(value)
+        elif key == "cache_dir" and isinstance(value, str):
+            value = Path(value)
+        fields[field_name] = value
     return fields
 
 
@@ -216,5 +236,7 @@ def run_file_document(config: RunConfig) -> dict[str, object]:
     values = vars(config)
     document = {key: values[field_name] for key, (field_name, _) in RUN_FILE_KEYS.items()}
     document["inputs"] = [redact(source) for source in config.inputs]
-    document["output"] = str(config.output)
+    document["output"] = redact(str(config.output))
+    if config.cache_dir is not None:
+        document["cache_dir"] = str(config.cache_dir)
     return {key: value for key, value in document.items() if value is not None}

@@ -24,3 +24,8 @@ class OptionsError(GeosegError, ValueError):
 
 class OutputError(GeosegError, OSError):
     """The output cannot be written (exists without overwrite, folder missing, not writable)."""
+
+
+class RemoteReadError(GeosegError, OSError):
+    """Reading a remote raster failed after GDAL's retries: maybe a passing outage, so the batch
+    task that hit it is retried too; if it keeps failing, it is reported like bad input."""

@@ -8,14 +8,18 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from geoseg.cli.console import run_progress, say
 from geoseg.config import DEFAULT_WORKERS, RUN_FILE_KEYS, RunConfig, read_run_file
 from geoseg.errors import OptionsError
-from geoseg.tasks.sources import DEFAULT_STAC_ASSET
+from geoseg.tasks.sources import DEFAULT_STAC_ASSET, redact, source_name
+
+FAILED_RASTERS_EXIT = 3
+"""Exit status of a run that wrote its output but skipped rasters that failed."""
 
 
 @click.command("run")
 @click.argument("inputs", nargs=-1)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="GeoPackage to write.")
+@click.option("-o", "--output", help="GeoPackage to write: a path or s3://BUCKET/KEY.gpkg.")
 @click.option(
     "--config",
     "run_file",
@@ -44,6 +48,16 @@ from geoseg.tasks.sources import DEFAULT_STAC_ASSET
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("--keep-cache", is_flag=True, help="Keep per-batch results after success.")
 @click.option("--clear-cache", is_flag=True, help="Redo everything instead of resuming.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for per-batch results (default: beside the output; ~/.cache/geoseg for s3://).",
+)
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Stop at the first raster that fails (by default it is skipped, exit status 3).",
+)
 @click.pass_context
 def run_command(ctx: click.Context, /, run_file: Path | None, **options: Any) -> None:
     """Segment INPUTS into measured objects in the GeoPackage OUTPUT.
@@ -65,15 +79,22 @@ def run_command(ctx: click.Context, /, run_file: Path | None, **options: Any) ->
         raise OptionsError("no input given: name rasters, or inputs in the --config file")
     if fields.get("output") is None:
         raise OptionsError("no output given: pass -o OUTPUT.gpkg, or output in the --config file")
-    result = run_config(RunConfig(**fields))  # type: ignore[arg-type]
+    with run_progress():
+        result = run_config(RunConfig(**fields))  # type: ignore[arg-type]
+    for failure in result.failures:
+        click.echo(f"Warning: {failure.reason} (raster skipped)", err=True)
     resumed = f" ({result.batches_reused} of {result.batches} batches resumed)"
-    click.echo(
-        f"Wrote {result.objects} objects to {result.output}"
+    say(
+        f"Wrote {result.objects} objects to {redact(str(result.output))}"
         + (resumed if result.batches_reused else "")
     )
     for row in result.summary:
         if row.count:
-            click.echo(
-                f"  {Path(row.source).name}  {row.class_name}: {row.count} objects, "
+            say(
+                f"  {source_name(row.source)}  {row.class_name}: {row.count} objects, "
                 f"{row.total_area_m2:,.1f} m²"
             )
+    if result.failures:
+        skipped = len(result.failures)
+        click.echo(f"{skipped} raster(s) failed and were skipped: see the failures table", err=True)
+        ctx.exit(FAILED_RASTERS_EXIT)

@@ -3,6 +3,8 @@
 Only orchestration lives here. Batches of tiles run as Prefect tasks on the flow's task runner
 (Dask workers); each writes its results to a batch file next to the output and returns a small
 report. Stitching, georeferencing and writing then run raster by raster in the flow's process.
+With several rasters, one that fails (unreadable, no CRS, a read error mid-run) is recorded in
+the output's ``failures`` table and the others are still written, unless ``fail_fast``.
 """
 
 from __future__ import annotations
@@ -14,44 +16,72 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, runtime, task
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.futures import PrefectFuture
+from pydantic import BaseModel, ConfigDict, model_serializer
 from pyproj import CRS
 
 import geoseg
+from geoseg import progress
 from geoseg.config import RunConfig, run_file_document
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, RasterError, RemoteReadError
 from geoseg.models.contract import ModelSpec, read_model_spec
 from geoseg.models.greenery import default_model_path
 from geoseg.tasks.batch import BatchReport, segment_batch
 from geoseg.tasks.cache import batch_folder, clear_cache
+from geoseg.tasks.destination import cache_anchor, upload_output
 from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.inference import MASK_THRESHOLD
 from geoseg.tasks.measure import area_method
 from geoseg.tasks.partials import stitch_saved
-from geoseg.tasks.reading import RasterInfo, describe_raster
-from geoseg.tasks.sources import expand_inputs, redact
+from geoseg.tasks.reading import RasterInfo, describe_raster, first_line
+from geoseg.tasks.sources import expand_inputs, redact, source_name
 from geoseg.tasks.tiling import Tile, plan_tiles
-from geoseg.tasks.write import GeoPackageWriter, SummaryRow
+from geoseg.tasks.write import GeoPackageWriter, RasterFailure, SummaryRow
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a run's output went, what it holds, and how many batches were reused."""
+    """Where a run's output went, what it holds, how many batches were reused, what failed.
 
-    output: Path
+    ``output`` is a local path, or the ``s3://`` URI the GeoPackage was uploaded to.
+    ``failures`` lists the rasters skipped (only with several rasters and no ``fail_fast``).
+    """
+
+    output: Path | str
     summary: tuple[SummaryRow, ...]
     objects: int
     batches: int
     batches_reused: int
+    failures: tuple[RasterFailure, ...] = ()
+
+
+class RunRequest(BaseModel):
+    """The flow's one parameter: a run's configuration, recorded by Prefect without secrets.
+
+    Prefect stores a flow run's parameters in its database and shows them in its UI. This
+    wrapper is recorded as the run file that repeats the run (inputs and output redacted, see
+    ``run_file_document``), while the flow itself uses the configuration as given.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    config: RunConfig
+
+    @model_serializer
+    def _recorded(self) -> dict[str, object]:
+        return run_file_document(self.config)
 
 
 def is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry failures of I/O and workers, never bad input: that fails the same way again."""
+    """Retry failures of I/O, remote reads and workers, never bad input: that fails again."""
     try:
         state.result()
+    except RemoteReadError:
+        return True
     except GeosegError:
         return False
     except Exception:
@@ -64,7 +94,7 @@ segment = task(
     name="segment-batch",
     task_run_name="segment {out.parent.name}/{out.stem}",
     retries=2,
-    retry_delay_seconds=1,
+    retry_delay_seconds=[1, 4],
     retry_condition_fn=is_transient,
     cache_policy=NO_CACHE,
 )(segment_batch)
@@ -77,6 +107,38 @@ def batches(tiles: Sequence[Tile], size: int) -> list[tuple[Tile, ...]]:
     return [tuple(tiles[i : i + size]) for i in range(0, len(tiles), size)]
 
 
+def isolates_failures(config: RunConfig, rasters: int) -> bool:
+    """Whether a failing raster is recorded and skipped rather than failing the run."""
+    return rasters > 1 and not config.fail_fast
+
+
+def failure_of(source: str, exc: BaseException) -> RasterFailure:
+    """A failed raster's record: its source and a one-line reason, credentials redacted."""
+    reason = first_line(exc)
+    if not isinstance(exc, GeosegError):
+        reason = f"{source_name(source)}: {type(exc).__name__}: {reason}"
+    return RasterFailure(source=redact(source), reason=redact(reason))
+
+
+def all_failed(failures: Sequence[tuple[RasterFailure, BaseException]]) -> BaseException:
+    """The error of a run whose every raster failed: bad input, or the first bug if one was."""
+    for _, exc in failures:
+        if not isinstance(exc, GeosegError):
+            return exc
+    more = f" (and {len(failures) - 1} more failed rasters)" if len(failures) > 1 else ""
+    return RasterError(f"no raster could be segmented: {failures[0][0].reason}{more}")
+
+
+def run_name() -> str:
+    """The flow run's name: ``geoseg <first raster's file name> (+N more rasters)``."""
+    request = runtime.flow_run.parameters.get("request")
+    inputs = request.config.inputs if isinstance(request, RunRequest) else ()
+    if not inputs:
+        return "geoseg"
+    more = f" (+{len(inputs) - 1})" if len(inputs) > 1 else ""
+    return redact(f"geoseg {source_name(inputs[0])}{more}")
+
+
 def run_record(
     config: RunConfig,
     spec: ModelSpec,
@@ -85,6 +147,7 @@ def run_record(
     started: datetime,
     batches: tuple[int, int],
     sources: Sequence[str],
+    failed: int,
 ) -> dict[str, str | int | float | None]:
     """The row of the output's ``run`` table: enough to know how every object was made."""
     return {
@@ -93,6 +156,7 @@ def run_record(
         "model_path": spec.path,
         "model_sha256": spec.sha256,
         "sources": "\n".join(map(redact, sources)),
+        "rasters_failed": failed,
         "tile_size": tiling[0],
         "overlap_px": tiling[1],
         "batch_size": config.batch_size,
@@ -137,39 +201,66 @@ def submit_raster(
                 config.device,
                 config.threads_per_worker,
             )
+        progress.batch_submitted(path, batch, future)
         pending.append((path, future))
     return pending
 
 
-@flow(name="geoseg-run", validate_parameters=False)
-def segment_rasters(config: RunConfig) -> RunResult:
+@flow(name="geoseg-run", validate_parameters=False, flow_run_name=run_name)
+def segment_rasters(request: RunRequest) -> RunResult:
     """Segment every input raster and write its measured objects to one GeoPackage.
 
     The output CRS is the first raster's; objects of rasters in other CRSs are measured in their
     own CRS, then reprojected. Batch results are kept beside the output until the run succeeds,
-    so running the same command again after a crash redoes only the missing batches.
+    so running the same command again after a crash redoes only the missing batches. With
+    several rasters and no ``fail_fast``, a raster that fails is recorded and skipped; the batch
+    results are then kept too, so a second run redoes only what failed.
     """
+    config = request.config
     model_path = config.model or str(default_model_path())
     spec = read_model_spec(model_path)
     sources = expand_inputs(config.inputs, config.stac_asset)
-    rasters = [inspect_raster(path, spec.bands) for path in sources]
+    isolate = isolates_failures(config, len(sources))
+    rasters: list[RasterInfo] = []
+    failures: list[tuple[RasterFailure, BaseException]] = []
+    for path in sources:
+        try:
+            rasters.append(inspect_raster(path, spec.bands))
+        except GeosegError as exc:
+            if not isolate:
+                raise
+            failures.append((failure_of(path, exc), exc))
+    if not rasters:
+        raise all_failed(failures)
     tiling = config.tiling(spec.tile_size, spec.overlap)
+    anchor = cache_anchor(config.output, config.cache_dir)
+    anchor.parent.mkdir(parents=True, exist_ok=True)
     if config.clear_cache:
-        clear_cache(config.output)
+        clear_cache(anchor)
     try:
-        summary, objects, counts = segment_into(config, spec, model_path, rasters, tiling)
+        summary, objects, counts = segment_into(
+            config, spec, model_path, rasters, tiling, anchor, failures, isolate
+        )
     except GeosegError:
-        clear_cache(config.output)  # bad input fails again the same way: nothing to resume
+        clear_cache(anchor)  # bad input fails again the same way: nothing to resume
         raise
-    if not config.keep_cache:
-        clear_cache(config.output)
-    return RunResult(
+    if isinstance(config.output, str):
+        upload_output(anchor, config.output, config.overwrite)
+        anchor.unlink()
+    if not config.keep_cache and not failures:
+        clear_cache(anchor)
+        if anchor != config.output and not any(anchor.parent.iterdir()):
+            anchor.parent.rmdir()
+    result = RunResult(
         output=config.output,
         summary=tuple(summary),
         objects=objects,
         batches=counts[0],
         batches_reused=counts[1],
+        failures=tuple(failure for failure, _ in failures),
     )
+    report(result)
+    return result
 
 
 def segment_into(
@@ -178,25 +269,33 @@ def segment_into(
     model_path: str,
     rasters: Sequence[RasterInfo],
     tiling: tuple[int, int],
+    anchor: Path,
+    failures: list[tuple[RasterFailure, BaseException]],
+    isolate: bool,
 ) -> tuple[list[SummaryRow], int, tuple[int, int]]:
-    """Segment the rasters into the output; the summary, object count and batches (all, reused)."""
+    """Segment the rasters into the output; the summary, object count and batches (all, reused).
+
+    Batch files live in ``anchor``'s cache folder; an S3 output is written to ``anchor`` (its
+    staging copy). Rasters that fail are appended to ``failures`` when ``isolate``; else their
+    error is raised.
+    """
     started = datetime.now(UTC)
     output_crs = CRS.from_user_input(config.crs or rasters[0].crs_wkt)
     class_names = [spec.classes[key] for key in sorted(spec.classes)]
+    target, overwrite = anchor, True  # a stale staging copy of an S3 output is replaced
+    if isinstance(config.output, Path):
+        target, overwrite = config.output, config.overwrite
     objects = 0
-    with GeoPackageWriter(config.output, output_crs.to_wkt(), class_names, config.overwrite) as out:
+    segmented: list[str] = []
+    with GeoPackageWriter(target, output_crs.to_wkt(), class_names, overwrite) as out:
         plans = [plan_tiles(r.width, r.height, *tiling) for r in rasters]
+        progress.run_planned(plans)
         submitted = [
             submit_raster(
                 raster,
                 plan,
                 batch_folder(
-                    config.output,
-                    raster,
-                    spec.sha256,
-                    tiling,
-                    config.batch_size,
-                    config.score_threshold,
+                    anchor, raster, spec.sha256, tiling, config.batch_size, config.score_threshold
                 ),
                 model_path,
                 config,
@@ -204,21 +303,87 @@ def segment_into(
             for raster, plan in zip(rasters, plans, strict=True)
         ]
         for raster, plan, pending in zip(rasters, plans, submitted, strict=True):
+            try:
+                wait_for(pending, isolate)
+                progress.batches_waited(path for path, _ in pending)
+                stitched = stitch(plan, [path for path, _ in pending])
+                rows = georeference(
+                    stitched,
+                    raster,
+                    spec.classes,
+                    output_crs,
+                    config.simplify_m,
+                    config.min_area_m2,
+                )
+            except Exception as exc:
+                if not isolate:
+                    raise
+                failures.append((failure_of(raster.path, exc), exc))
+                get_run_logger().warning("skipped %s", failures[-1][0].reason)
+                continue
             out.add_source(redact(raster.path))
-            for _, future in pending:
-                if future is not None:
-                    future.result()
-            stitched = stitch(plan, [path for path, _ in pending])
-            rows = georeference(
-                stitched, raster, spec.classes, output_crs, config.simplify_m, config.min_area_m2
-            )
             out.add(rows)
             objects += len(rows.object_id)
+            segmented.append(raster.path)
+        if not segmented:
+            raise all_failed(failures)
         counts = (
             sum(len(p) for p in submitted),
             sum(future is None for p in submitted for _, future in p),
         )
-        summary = out.finish(
-            run_record(config, spec, tiling, output_crs, started, counts, [r.path for r in rasters])
+        record = run_record(
+            config, spec, tiling, output_crs, started, counts, segmented, len(failures)
         )
+        summary = out.finish(record, [failure for failure, _ in failures])
     return summary, objects, counts
+
+
+def wait_for(
+    pending: Sequence[tuple[Path, PrefectFuture[BatchReport] | None]], isolate: bool
+) -> None:
+    """Wait for a raster's batches; raise the first failure at once, or when all ended if
+    ``isolate``.
+
+    Waiting for every batch of a failed raster keeps the ones that succeeded for the next run.
+    """
+    errors: list[BaseException] = []
+    for _, future in pending:
+        if future is None:
+            continue
+        try:
+            future.result()
+        except Exception as exc:
+            if not isolate:
+                raise
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def report(result: RunResult) -> None:
+    """Prefect artifacts of a run: objects and area per source and class, and the output."""
+    create_table_artifact(
+        key="geoseg-objects",
+        table=[
+            {
+                "source": source_name(row.source),
+                "class": row.class_name,
+                "objects": row.count,
+                "total_area_m2": round(row.total_area_m2, 2),
+            }
+            for row in result.summary
+        ],
+        description="Objects and total ground area (m²) per source raster and class",
+    )
+    lines = [
+        f"**Output**: `{redact(str(result.output))}`",
+        "",
+        f"{result.objects} objects from {len({row.source for row in result.summary})} raster(s); "
+        f"{result.batches_reused} of {result.batches} batches reused.",
+    ]
+    if result.failures:
+        lines += ["", f"**{len(result.failures)} raster(s) failed** and were skipped:", ""]
+        lines += [f"- `{failure.source}`: {failure.reason}" for failure in result.failures]
+    create_markdown_artifact(
+        key="geoseg-output", markdown="\n".join(lines), description="Where the objects went"
+    )

@@ -54,7 +54,7 @@ def batch_folder(
         "score_threshold": score_threshold,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_folder(output) / f"{Path(raster.path).stem}-{digest}"
+    return cache_folder(output) / f"{Path(raster.name).stem}-{digest}"
 
 
 def clear_cache(output: Path) -> None:

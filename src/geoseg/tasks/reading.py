@@ -6,6 +6,7 @@ reads one window of the bands a model needs, with its validity mask.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,16 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.errors import RasterError
-from geoseg.tasks.sources import is_remote, redact
+from geoseg.errors import RasterError, RemoteReadError
+from geoseg.tasks.sources import is_network, is_remote, redact, source_name
 from geoseg.tasks.tiling import Tile
 
 GDAL_CACHE_MB = 64
 """GDAL block cache per process: GDAL's default (about 5% of RAM) is per worker and adds up."""
+
+HTTP_RETRIES = {"GDAL_HTTP_MAX_RETRY": "4", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+"""GDAL retries remote requests answered 429, 500, 502, 503 or 504, doubling the delay (about
+0.5, 1, 2, 4 s); the same variables in the environment take precedence."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,14 @@ class RasterInfo:
     @property
     def name(self) -> str:
         """The file name, for messages and object ids."""
-        return Path(self.path).name
+        return source_name(self.path)
 
 
 def gdal_env() -> rasterio.Env:
-    """A GDAL environment with a bounded block cache, for every process that reads tiles."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
+    """A GDAL environment with a bounded block cache and HTTP retries, for every process that
+    reads rasters."""
+    retries = {key: value for key, value in HTTP_RETRIES.items() if key not in os.environ}
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024, **retries)
 
 
 def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
@@ -68,7 +75,7 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
         is rotated, sheared or has a zero pixel size, lacks a band the model reads, or has
         complex pixels in one.
     """
-    name = Path(path).name
+    name = source_name(path)
     if not is_remote(path) and not Path(path).exists():
         raise RasterError(f"{redact(path)} does not exist")
     try:
@@ -79,12 +86,17 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
                 crs, transform, gcps = src.crs, src.transform, src.gcps[0]
                 dtypes = src.dtypes
     except RasterioIOError as exc:
+        network = is_network(path)
+        fix = (
+            "check the URL, the credentials and that the server answers (GDAL retried it)"
+            if network
+            else "pass a GeoTIFF or another raster format GDAL reads"
+        )
+        # GDAL's own text (redacted here) names the URL: chained, it would reach tracebacks and
+        # Prefect's logs unredacted.
         raise RasterError(
-            redact(
-                f"{path}: cannot be read as a raster ({gdal_message(exc)}); pass a GeoTIFF or "
-                "another raster format GDAL reads"
-            )
-        ) from exc
+            redact(f"{path}: cannot be read as a raster ({gdal_message(exc)}); {fix}")
+        ) from (None if network else exc)
     if crs is None and gcps:
         raise RasterError(
             f"{name} is georeferenced by ground control points only; warp it to a grid first "
@@ -142,9 +154,17 @@ def read_tile(
         pixels = src.read(list(bands), window=window, out_dtype="float32")
         masks = src.read_masks(list(bands), window=window)
     except RasterioIOError as exc:
+        if is_network(src.name):
+            raise RemoteReadError(
+                redact(
+                    f"{source_name(src.name)}: pixels of window {tile.box} cannot be read "
+                    f"({gdal_message(exc, src.name)}) after retries; the server or the network "
+                    "failed, or the file is damaged: check it and run again"
+                )
+            ) from None
         raise RasterError(
             redact(
-                f"{Path(src.name).name}: pixels of window {tile.box} cannot be read "
+                f"{source_name(src.name)}: pixels of window {tile.box} cannot be read "
                 f"({gdal_message(exc, src.name)}); the file is damaged or truncated, recreate "
                 "or download it again"
             )

@@ -22,6 +22,10 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".ntf"})
 
 DEFAULT_STAC_ASSET = "visual"
 
+_NETWORK_PREFIXES = tuple(
+    f"/vsi{name}" for name in ("curl", "s3", "gs", "az", "adls", "oss", "swift", "webhdfs")
+)
+
 _USER_INFO = re.compile(r"(://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(
     r"([?&](?:x-amz-[a-z-]*|[a-z_-]*(?:signature|sig|token|key|password|secret|credential)"
@@ -40,6 +44,25 @@ def redact(text: str) -> str:
     'https://***@host/x.tif?X-Amz-Signature=***&v=1'
     """
     return _SECRET_QUERY.sub(r"\1***", _USER_INFO.sub(r"\1***@", text))
+
+
+def source_name(source: str) -> str:
+    """A source's file name without any URL query or fragment, for names, ids and messages.
+
+    A presigned URL's query can hold ``/`` (``X-Amz-Credential=AKIA.../aws4_request``), so the
+    query goes before the last path segment is taken.
+
+    >>> source_name("https://host/a/scene.tif?X-Amz-Credential=K/1/s3&X-Amz-Signature=abc")
+    'scene.tif'
+    """
+    if "://" in source:
+        source = source.split("?", 1)[0].split("#", 1)[0]
+    return Path(source).name
+
+
+def is_network(source: str) -> bool:
+    """Whether GDAL reads a source over the network (HTTP, S3 and other object stores)."""
+    return "://" in source or source.startswith(_NETWORK_PREFIXES)
 
 
 def is_remote(source: str) -> bool:

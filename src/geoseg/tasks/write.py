@@ -4,9 +4,9 @@ Rows go to a hidden temporary GeoPackage beside the output; only when the run fi
 moved into place with ``os.replace``, so a reader never sees a half-written file and an existing
 output is only replaced by a complete one. The output holds one MultiPolygon layer per class
 (present even with no objects), a ``summary`` table (count and total area per source raster and
-class) and a one-row ``run`` table describing how the objects were made, plus a default QGIS
-style per class layer (``layer_styles``, :mod:`geoseg.tasks.styles`) and dataset metadata
-(:mod:`geoseg.tasks.metadata`).
+class), a one-row ``run`` table describing how the objects were made, a ``failures`` table
+(rasters skipped and why), plus a default QGIS style per class layer (``layer_styles``,
+:mod:`geoseg.tasks.styles`) and dataset metadata (:mod:`geoseg.tasks.metadata`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "RESERVED_TABLES",
     "GeoPackageWriter",
     "ObjectBatch",
+    "RasterFailure",
     "SummaryRow",
     "check_class_names",
     "check_output",
@@ -46,7 +47,7 @@ OBJECT_FIELDS = ("object_id", "class_name", "score", "area_m2", "perimeter_m", "
 RESERVED_TABLES = ("summary", "run")
 """Non-spatial tables of the output; no class may take their names."""
 
-_OWN_TABLES = (*RESERVED_TABLES, "layer_styles")
+_OWN_TABLES = (*RESERVED_TABLES, "failures", "layer_styles")
 _STRING_FIELDS = frozenset({"object_id", "class_name", "source"})
 _SYSTEM_PREFIXES = ("gpkg_", "rtree_", "sqlite_")
 _LAYER_NAME = re.compile(r"\w(?:[\w .-]{0,62}[\w.-])?")
@@ -93,6 +94,14 @@ class ObjectBatch:
 
 
 @dataclass(frozen=True)
+class RasterFailure:
+    """A source raster the run skipped, and the one-line reason (credentials redacted)."""
+
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SummaryRow:
     """Objects of one class found in one source raster."""
 
@@ -127,8 +136,8 @@ def check_class_names(class_names: Sequence[str]) -> None:
 
     A name must be 1 to 64 letters, digits, ``_``, ``-``, ``.`` or inner spaces, must not start
     like SQLite's and GeoPackage's own tables (``gpkg_``, ``rtree_``, ``sqlite_``), must not be
-    ``summary``, ``run`` or ``layer_styles``, and must differ from the other names ignoring case
-    (SQLite table names are case-insensitive).
+    ``summary``, ``run``, ``failures`` or ``layer_styles``, and must differ from the other names
+    ignoring case (SQLite table names are case-insensitive).
 
     Raises
     ------
@@ -283,13 +292,20 @@ class GeoPackageWriter:
                 self._count[source, name] += int(mine.sum())
                 self._area_m2[source, name] += float(areas[mine].sum())
 
-    def finish(self, run: Mapping[str, str | int | float | None]) -> list[SummaryRow]:
-        """Write the ``summary`` and ``run`` tables and move the GeoPackage into place.
+    def finish(
+        self,
+        run: Mapping[str, str | int | float | None],
+        failures: Sequence[RasterFailure] = (),
+    ) -> list[SummaryRow]:
+        """Write the ``summary``, ``run`` and ``failures`` tables; move the GeoPackage into place.
 
         Parameters
         ----------
         run : mapping of str to str, int, float or None
             The ``run`` table's single row, one column per key in order.
+        failures : sequence of RasterFailure
+            Rasters the run skipped: the ``failures`` table (``source``, ``reason``), written
+            even when empty.
 
         Returns
         -------
@@ -322,6 +338,16 @@ class GeoPackageWriter:
                 np.array([row.total_area_m2 for row in summary], dtype=np.float64),
             ],
             ("source", "class_name", "count", "total_area_m2"),
+            append=True,
+        )
+        self._write(
+            "failures",
+            None,
+            [
+                np.array([failure.source for failure in failures], dtype=object),
+                np.array([failure.reason for failure in failures], dtype=object),
+            ],
+            ("source", "reason"),
             append=True,
         )
         self._write("run", None, _run_columns(run), tuple(run), append=True)
