@@ -85,3 +85,39 @@ def write_zone_file(
         append=append,
     )
     return path
+
+
+def write_two_dates(folder: Path, after_crs: str = CRS) -> tuple[Path, Path]:
+    """``before.gpkg`` and ``after.gpkg`` of the same place with known changes.
+
+    lawn at (0, 0) moves 1 m east (IoU 90/110: persisted); lawn at (50, 0) is gone
+    (disappeared); lawn at (100, 0) moves 6 m east (IoU 40/160: below 0.5, so it disappears
+    and reappears); a new lawn at (200, 0) appears; the building at (300, 0) stays.
+    ``after.gpkg`` is written in ``after_crs`` (its objects reprojected, measured there).
+    """
+    before = write_objects(
+        folder / "before.gpkg",
+        [
+            ("lawn", square(0, 0)),
+            ("lawn", square(50, 0)),
+            ("lawn", square(100, 0)),
+            ("building", square(300, 0)),
+        ],
+    )
+    later = [
+        ("lawn", square(1, 0)),
+        ("lawn", square(106, 0)),
+        ("lawn", square(200, 0)),
+        ("building", square(300, 0)),
+    ]
+    if after_crs != CRS:
+        move = pyproj.Transformer.from_crs(CRS, after_crs, always_xy=True)
+        later = [
+            (name, shapely.transform(
+                shapely.segmentize(geom, 1.0),
+                lambda xy: np.column_stack(move.transform(xy[:, 0], xy[:, 1])),
+            ))
+            for name, geom in later
+        ]  # fmt: skip
+    after = write_objects(folder / "after.gpkg", later, crs=after_crs)
+    return before, after
