@@ -66,5 +66,5 @@ def quicklook_command(
     count = sum(row.count for row in quicklook.legend)
     click.echo(
         f"Wrote {' and '.join(map(str, targets))}: {layout.width} x {layout.height} px, "
-        f"{count:,} objects of {quicklook.source}"
+        f"{count:,} object{'s' * (count != 1)} of {quicklook.source}"
     )

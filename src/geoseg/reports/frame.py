@@ -33,7 +33,7 @@ _PAD_PX = 10
 _TITLE_PX = 24
 _ROW_PX = 22
 _COLUMN_PX = 320
-_NAME_CHARS = 18
+_MIN_TEXT_PX = 11
 _SWATCH_ALPHA = 0.6  # a fill over white reads paler than over imagery
 
 
@@ -138,8 +138,10 @@ def frame_png(
             x, y, words, transform=pixels, fontsize=size_px * 72 / _DPI, zorder=3, **kwargs
         )
 
+    renderer = canvas.get_renderer()
     top = layout.footer_height - _PAD_PX
-    text(_PAD_PX, top, title, 15, va="top", fontweight="bold", color="#222222")
+    heading = text(_PAD_PX, top, title, 15, va="top", fontweight="bold", color="#222222")
+    _fit(heading, renderer, layout.width - 2 * _PAD_PX)
     column_px = layout.width / layout.columns
     for number, row in enumerate(legend):
         x = _PAD_PX + (number % layout.columns) * column_px
@@ -155,11 +157,10 @@ def frame_png(
                 (x, y - 7), 22, 14, transform=pixels, fill=False, edgecolor=colour, linewidth=1.5
             )
         )
-        name = row.class_name
-        name = name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
         objects = f"{row.count:,} object{'s' * (row.count != 1)}"
-        words = f"{name}: {objects}, {format_area(row.total_area_m2)}"
-        text(x + 30, y, words, 14, va="center", color="#222222")
+        words = f"{row.class_name}: {objects}, {format_area(row.total_area_m2)}"
+        entry = text(x + 30, y, words, 14, va="center", color="#222222")
+        _fit(entry, renderer, column_px - 30 - 2 * _PAD_PX)
     if scale_bar is not None:
         _draw_scale_bar(figure, canvas, patches, text, pixels, layout, scale_bar)
     if north is not None:
@@ -167,6 +168,21 @@ def frame_png(
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
     return buffer.getvalue()
+
+
+def _fit(text: Any, renderer: Any, width_px: float) -> None:
+    """Make a text at most ``width_px`` wide: smaller type down to :data:`_MIN_TEXT_PX`, then
+    characters cut from its middle (class names and file names differ at their ends)."""
+    size = text.get_fontsize()
+    wide = text.get_window_extent(renderer).width
+    if wide <= width_px:
+        return
+    text.set_fontsize(max(size * width_px / wide, _MIN_TEXT_PX * 72 / _DPI))
+    words = text.get_text()
+    middle, cut = len(words) // 2, 1
+    while text.get_window_extent(renderer).width > width_px and cut < len(words):
+        text.set_text(words[: middle - (cut + 1) // 2] + "…" + words[middle + cut // 2 :])
+        cut += 1
 
 
 def _draw_scale_bar(
