@@ -11,6 +11,7 @@ import click
 
 from geoseg import __version__
 from geoseg.cli.chips import chips_command
+from geoseg.cli.compare import compare_command
 from geoseg.cli.evaluate import evaluate_command
 from geoseg.cli.export import export_command
 from geoseg.cli.inspect import inspect_command
@@ -67,3 +68,4 @@ cli.add_command(chips_command)
 cli.add_command(evaluate_command)
 cli.add_command(quicklook_command)
 cli.add_command(zones_command)
+cli.add_command(compare_command)
