@@ -316,7 +316,8 @@ def format_comparison(comparison: Comparison, fmt: str) -> str:
 
 
 def _signed(value: float, decimals: int = 1) -> str:
-    return f"{value:+,.{decimals}f}"
+    """``+1,234.5``; a change that rounds to zero is ``+0.0``, never ``-0.0``."""
+    return f"{round(value, decimals) + 0.0:+,.{decimals}f}"
 
 
 def _table(comparison: Comparison) -> str:
