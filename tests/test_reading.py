@@ -331,3 +331,31 @@ def test_north_down_rasters_with_negative_coordinates_are_accepted(
     assert info.transform == north_down
     np.testing.assert_array_equal(pixels, data)
     assert valid.all()
+
+
+def test_a_tile_read_at_half_size_averages_blocks_and_keeps_the_mask(
+    make_raster: MakeRaster,
+) -> None:
+    values = np.arange(16 * 16, dtype=np.float32).reshape(1, 16, 16)
+    values[0, :4, :4] = -9999
+    path = make_raster(values, nodata=-9999)
+
+    with rasterio.open(path) as src:
+        pixels, valid = read_tile(src, whole(16, 16), (1,), out_shape=(8, 8))
+
+    blocks = values[0].reshape(8, 2, 8, 2).mean(axis=(1, 3))
+    assert pixels.shape == (1, 8, 8)
+    np.testing.assert_allclose(pixels[0][2:, 2:], blocks[2:, 2:])
+    assert not valid[:2, :2].any()
+    assert valid.sum() == 64 - 4
+
+
+def test_a_tile_read_at_twice_the_size_interpolates(make_raster: MakeRaster) -> None:
+    path = make_raster(np.full((1, 8, 8), 40, np.uint8))
+
+    with rasterio.open(path) as src:
+        pixels, valid = read_tile(src, whole(8, 8), (1,), out_shape=(16, 16))
+
+    assert pixels.shape == (1, 16, 16)
+    assert (pixels == 40).all()
+    assert valid.all()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -142,17 +143,42 @@ def describe_raster(path: str, bands: tuple[int, ...]) -> RasterInfo:
 
 
 def read_tile(
-    src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...]
+    src: rasterio.DatasetReader,
+    tile: Tile,
+    bands: tuple[int, ...],
+    out_shape: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read one tile's bands as float32 ``[C, h, w]`` and its validity mask ``[h, w]``.
 
     A pixel is valid when every band read is valid in the raster's mask (declared nodata, an
-    internal or sidecar mask, or alpha) and finite.
+    internal or sidecar mask, or alpha) and finite. With ``out_shape`` (rows, cols) GDAL
+    resamples the window on read: averaging when shrinking, bilinear when enlarging; the mask
+    takes the nearest pixel.
+
+    Raises
+    ------
+    RemoteReadError
+        A raster read over the network failed after GDAL's retries (worth retrying later).
+    RasterError
+        A local raster's pixels cannot be read (damaged or truncated).
     """
     window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
     try:
-        pixels = src.read(list(bands), window=window, out_dtype="float32")
-        masks = src.read_masks(list(bands), window=window)
+        if out_shape is None:
+            pixels = src.read(list(bands), window=window, out_dtype="float32")
+            masks = src.read_masks(list(bands), window=window)
+        else:
+            shrinking = out_shape[0] * out_shape[1] < tile.width * tile.height
+            pixels = src.read(
+                list(bands),
+                window=window,
+                out_dtype="float32",
+                out_shape=(len(bands), *out_shape),
+                resampling=Resampling.average if shrinking else Resampling.bilinear,
+            )
+            masks = src.read_masks(
+                list(bands), window=window, out_shape=(len(bands), *out_shape)
+            )
     except RasterioIOError as exc:
         if is_network(src.name):
             raise RemoteReadError(
