@@ -31,10 +31,9 @@ def test_html_report_is_self_contained(scene: tuple[Path, Path]) -> None:
     embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert embedded is not None
     assert base64.b64decode(embedded.group(1)) == quicklook.png
-    assert re.search(
-        rf"<td>{re.escape(str(raster))}</td><td>.*lawn</td><td class=\"n\">1</td>", page
-    )
-    assert re.search(r"<td>all sources</td><td>.*lawn</td><td class=\"n\">2</td>", page)
+    row = r'<td class="source">{}</td><td class="class">.*lawn</td><td class="n">{}</td>'
+    assert re.search(row.format(re.escape(str(raster)), 1), page)
+    assert re.search(row.format("all sources", 2), page)
     assert "<svg" in page
     assert "&quot;tile_size&quot;: 512" in page
     for external in ("<script", "<link", 'src="http', "url("):

@@ -37,7 +37,10 @@ figcaption { color: #555; font-size: 13px; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #e4e4e4; text-align: left;
          vertical-align: top; }
-td.n { text-align: right; }
+td.n { text-align: right; white-space: nowrap; }
+th { white-space: nowrap; }
+td.source { overflow-wrap: anywhere; min-width: 10em; }
+td.class { white-space: nowrap; }
 tr.shown td { background: #f3f8ee; }
 tr.total td { font-weight: 600; }
 .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 6px;
@@ -113,8 +116,8 @@ def _summary_table(rows: Sequence[AreaSummary], shown: str) -> str:
             "-" if row.median_area_m2 is None else f"{row.median_area_m2:,.1f}",
         )
         cells = [
-            f"<td>{escape(_ALL_SOURCES if row.source is None else row.source)}</td>",
-            f"<td>{_swatch(row.class_name)}{escape(row.class_name)}</td>",
+            f'<td class="source">{escape(_ALL_SOURCES if row.source is None else row.source)}</td>',
+            f'<td class="class">{_swatch(row.class_name)}{escape(row.class_name)}</td>',
             *(f'<td class="n">{number}</td>' for number in numbers),
         ]
         lines.append(f'<tr class="{css}">' + "".join(cells) + "</tr>")
