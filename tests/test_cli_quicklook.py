@@ -44,6 +44,15 @@ def test_quicklook_writes_the_picture_and_the_report(output: Output, tmp_path: P
     ]  # no temporary file left behind
 
 
+def test_quicklook_writes_only_the_report(output: Output, tmp_path: Path) -> None:
+    html = tmp_path / "b.html"
+    code, out, err = invoke("quicklook", output.gpkg, output.rasters["b"], "--html", html)
+    assert code == 0, err
+    assert out == f"Wrote {html}: 1600 x 866 px, 1 object of {output.rasters['b']}\n"
+    assert "data:image/png;base64," in html.read_text(encoding="utf-8")
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_quicklook_refuses_to_replace_without_overwrite(output: Output, tmp_path: Path) -> None:
     png = tmp_path / "a.png"
     png.write_bytes(b"keep")

@@ -67,7 +67,7 @@ def test_objects_of_another_source_are_not_drawn(scene: tuple[Path, Path], tmp_p
     )
 
 
-@pytest.mark.parametrize(("width", "height"), [(800, 400), (100, 300), (50, 50)])
+@pytest.mark.parametrize(("width", "height"), [(800, 400), (100, 300), (50, 50), (1000, 10)])
 def test_picture_has_the_requested_longest_side(
     make_raster, tmp_path: Path, width: int, height: int
 ) -> None:

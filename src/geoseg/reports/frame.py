@@ -34,6 +34,7 @@ _TITLE_PX = 24
 _ROW_PX = 22
 _COLUMN_PX = 320
 _MIN_TEXT_PX = 11
+_MIN_MAP_PX_FOR_MARKS = 80  # a shallower map has no room for the scale bar and north arrow
 _SWATCH_ALPHA = 0.6  # a fill over white reads paler than over imagery
 
 
@@ -161,8 +162,10 @@ def frame_png(
         words = f"{row.class_name}: {objects}, {format_area(row.total_area_m2)}"
         entry = text(x + 30, y, words, 14, va="center", color="#222222")
         _fit(entry, renderer, column_px - 30 - 2 * _PAD_PX)
+    if layout.map_height < _MIN_MAP_PX_FOR_MARKS:
+        scale_bar = north = None
     if scale_bar is not None:
-        _draw_scale_bar(figure, canvas, patches, text, pixels, layout, scale_bar)
+        _draw_scale_bar(figure, renderer, patches, text, pixels, layout, scale_bar)
     if north is not None:
         _draw_north_arrow(figure, patches, text, pixels, layout, north)
     buffer = io.BytesIO()
@@ -187,7 +190,7 @@ def _fit(text: Any, renderer: Any, width_px: float) -> None:
 
 def _draw_scale_bar(
     figure: Any,
-    canvas: Any,
+    renderer: Any,
     patches: Any,
     text: Callable[..., Any],
     pixels: Any,
@@ -197,7 +200,7 @@ def _draw_scale_bar(
     """A black and white bar with its label above, on a white box at the map's bottom left."""
     x, y = 20.0, layout.footer_height + 14.0
     label = text(x, y + 12, bar.label, 13, va="bottom", color="black")
-    label_width = label.get_window_extent(canvas.get_renderer()).width
+    label_width = label.get_window_extent(renderer).width
     half = bar.length_px / 2
     for step, colour in enumerate(("black", "white")):
         figure.add_artist(
