@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.console import count_progress, say
 from geoseg.cli.options import coco_options, label_class_options
 
 
@@ -96,19 +97,28 @@ def evaluate_command(
         bands=spec.bands,
     )
     truth, predictions = [], []
-    for image in images:
-        predicted = predict_image(
-            net, spec, image.image, image.valid, tile_size, overlap, torch_device, gsd_m=image.gsd_m
-        )
-        truth.append(InstanceSet(image.instances, image.classes))
-        predictions.append(predicted)
+    with count_progress("evaluating", len(images)) as step:
+        for image in images:
+            predicted = predict_image(
+                net,
+                spec,
+                image.image,
+                image.valid,
+                tile_size,
+                overlap,
+                torch_device,
+                gsd_m=image.gsd_m,
+            )
+            truth.append(InstanceSet(image.instances, image.classes))
+            predictions.append(predicted)
+            step()
     gsd = images[0].gsd_m if len(images) == 1 else None
     report = evaluate_instances(
         truth, predictions, spec.classes, score_threshold, None if gsd is None else gsd * gsd
     )
     report["model"] = spec.name
     report["model_sha256"] = spec.sha256
-    click.echo(format_table(report))
+    say(format_table(report))
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2))
-        click.echo(f"Wrote {json_path}")
+        say(f"Wrote {json_path}")

@@ -20,7 +20,7 @@ from geoseg.cli.run import run_command
 from geoseg.cli.summary import summary_command
 from geoseg.cli.train import train_command
 from geoseg.cli.zones import zones_command
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, OptionsError
 from geoseg.tasks.sources import redact
 
 QUIET_ORCHESTRATION = {
@@ -45,8 +45,11 @@ class GeosegGroup(click.Group):
 @click.group(cls=GeosegGroup)
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("-v", "--verbose", is_flag=True, help="Show Prefect and Dask logs.")
-def cli(verbose: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors: no progress, links.")
+def cli(verbose: bool, quiet: bool) -> None:
     """Turn large georeferenced rasters into measured objects in a GeoPackage."""
+    if verbose and quiet:
+        raise OptionsError("--verbose and --quiet conflict: pass only one")
     for name, value in QUIET_ORCHESTRATION.items():
         os.environ.setdefault(name, value)
     # Environment, not logger levels: Dask and Prefect configure their loggers when imported,
@@ -54,7 +57,7 @@ def cli(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "critical")
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

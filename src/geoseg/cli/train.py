@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from geoseg.cli.console import say, training_progress
 from geoseg.cli.options import coco_options, label_class_options
 
 DEFAULT_CLASSES = "lawn,bridge,building"
@@ -101,7 +102,6 @@ def train_command(
     from geoseg.models.training import (
         MEAN,
         STD,
-        Progress,
         TrainingConfig,
         TrainingSource,
         load_checkpoint,
@@ -164,20 +164,7 @@ def train_command(
     validation = [make_batch(validation_images, config, rng, augment=False) for _ in range(2)]
     initial = network_from_checkpoint(load_checkpoint(init_checkpoint)) if init_checkpoint else None
     checkpoint = checkpoint or output.with_suffix(".ckpt")
-    with click.progressbar(length=iterations, label="training", show_pos=True) as bar:
-        done = [0]
-
-        def report(progress: Progress) -> None:
-            bar.length = progress.total
-            bar.update(progress.iteration - done[0])
-            done[0] = progress.iteration
-            val = progress.validation_loss
-            bar.label = (
-                f"loss {progress.loss:.3f}"
-                + (f" val {val:.3f}" if val is not None else "")
-                + f" {progress.seconds_per_iteration:.2f}s/it"
-            )
-
+    with training_progress(iterations) as report:
         net, result = train(
             sources,
             config,
@@ -189,7 +176,7 @@ def train_command(
             on_progress=report,
         )
     spec = package_segmenter(net, output, classes=model_classes, mean=MEAN, std=STD, gsd_m=gsd)
-    click.echo(
+    say(
         f"Trained {result.iterations} iterations in {result.seconds / 60:.1f} min "
         f"(loss {result.loss:.3f}, validation {result.validation_loss or float('nan'):.3f}); "
         f"wrote {spec.path}, checkpoint {checkpoint}"
