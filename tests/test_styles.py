@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -181,3 +182,53 @@ def test_ogrinfo_opens_the_output_cleanly(gpkg: Path) -> None:
 def test_a_class_named_layer_styles_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OptionsError, match=r"'Layer_Styles'.*layer_styles are the output's own"):
         GeoPackageWriter(tmp_path / "o.gpkg", "EPSG:32636", ["Layer_Styles"], False)
+
+
+QGIS_READS = """
+import json, os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from qgis.core import QgsApplication, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+seen = {}
+for name in sys.argv[2:]:
+    layer = QgsVectorLayer(sys.argv[1] + "|layername=" + name, name, "ogr")
+    fill = layer.renderer().symbol().symbolLayer(0)
+    seen[name] = {
+        "valid": layer.isValid(),
+        "renderer": layer.renderer().type(),
+        "fill": [fill.color().name(), fill.color().alpha()],
+        "stroke": [fill.strokeColor().name(), fill.strokeColor().alpha()],
+        "labels": layer.labelsEnabled(),
+        "label_expression": layer.labeling().settings().fieldName,
+        "title": layer.metadata().title(),
+        "history": layer.metadata().history(),
+    }
+print(json.dumps(seen), flush=True)
+os._exit(0)  # QGIS's own teardown can crash headless
+"""
+
+
+def test_qgis_opens_each_class_layer_with_its_default_style(gpkg: Path) -> None:
+    """Through QGIS itself (Debian's python3-qgis); skipped where it is not installed."""
+    python = shutil.which("python3", path="/usr/bin")
+    if (
+        python is None
+        or subprocess.run([python, "-c", "import qgis.core"], capture_output=True).returncode
+    ):
+        pytest.skip("needs QGIS's Python bindings (apt install python3-qgis)")
+    done = subprocess.run(
+        [python, "-c", QGIS_READS, str(gpkg), *CLASSES], capture_output=True, text=True, timeout=60
+    )
+    layers = json.loads(done.stdout.splitlines()[-1])
+    for name in CLASSES:
+        seen = layers[name]
+        colour = class_colour(name)
+        assert seen["valid"]
+        assert seen["renderer"] == "singleSymbol"
+        assert seen["fill"] == [colour, round(FILL_OPACITY * 255)]
+        assert seen["stroke"] == [colour, 255]
+        assert seen["labels"] is False
+        assert '"area_m2"' in seen["label_expression"]
+        assert seen["title"] == f"{name} objects"
+        assert seen["history"][:2] == ["geoseg version: 9.9.9", "model: greenery"]
