@@ -215,3 +215,20 @@ def test_zone_areas_sum_to_the_objects_area_inside_the_zones(
         expected.sum(), abs=1e-4
     )  # geodesic noise: µm² per piece
     assert sum(row.count["lawn"] for row in rows) <= len(objects)
+
+
+def test_a_zone_the_output_crs_cannot_express_overlaps_nothing() -> None:
+    # (-170, -52) is the antipode of Lambert azimuthal equal-area Europe's centre: infinite there.
+    corner = shapely.box(-170, -52, -169, -51)
+    zones = Zones(
+        path=Path("zones.geojson"),
+        by="id",
+        keys=np.array(["antipode", "berlin"], dtype=object),
+        geometry=np.array([corner, shapely.box(13.3, 52.4, 13.5, 52.6)], dtype=object),
+        crs=pyproj.CRS("EPSG:4326"),
+    )
+    moved = zones.to_crs(pyproj.CRS("EPSG:3035"))
+    assert moved[0].is_empty
+    # An equal-area CRS: the planar area of the reprojected zone is its ground area.
+    ground, _ = measure_geodesic(zones.geometry[1:], zones.crs)
+    assert shapely.area(moved[1]) == pytest.approx(ground[0], rel=1e-4)

@@ -97,6 +97,9 @@ class Zones:
         moved = shapely.transform(
             dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
         )
+        # Zones the target CRS cannot express (coordinates become infinite) overlap nothing.
+        finite = np.array([np.isfinite(shapely.get_coordinates(g)).all() for g in moved])
+        moved[~finite] = shapely.MultiPolygon()
         return _polygonal(shapely.make_valid(moved))
 
 
