@@ -28,7 +28,7 @@ import pyproj
 import shapely
 
 from geoseg.errors import OptionsError, OutputError
-from geoseg.reports.export import _replacing
+from geoseg.reports.export import replacing
 from geoseg.reports.results import Results
 from geoseg.reports.summary import align_table
 from geoseg.reports.zones import Zones, measure_zones
@@ -369,7 +369,7 @@ def write_changes(comparison: Comparison, path: Path, overwrite: bool = False) -
         If ``path`` exists without ``overwrite`` or cannot be written; nothing is left behind.
     """
     suffix = path.suffix.lower()
-    with _replacing(path, overwrite) as temp:
+    with replacing(path, overwrite) as temp:
         if suffix in (".csv", ".json"):
             temp.write_text(format_comparison(comparison, suffix[1:]), encoding="utf-8")
             return

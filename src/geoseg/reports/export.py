@@ -47,6 +47,7 @@ __all__ = [
     "coco_dataset",
     "locate_source",
     "read_grids",
+    "replacing",
     "to_pixel_geometries",
     "write_coco",
     "write_geojson",
@@ -267,7 +268,7 @@ def write_coco(results: Results, path: Path, overwrite: bool = False) -> None:
     """
     check_output(path, overwrite)
     dataset = coco_dataset(results, read_grids(results))
-    with _replacing(path, overwrite) as temp:
+    with replacing(path, overwrite) as temp:
         temp.write_text(json.dumps(dataset, ensure_ascii=False), encoding="utf-8")
 
 
@@ -288,7 +289,7 @@ def write_geojson(results: Results, path: Path, overwrite: bool = False) -> None
         If ``path`` cannot be written or exists and ``overwrite`` is false.
     """
     objects = results.objects
-    with _replacing(path, overwrite) as temp:
+    with replacing(path, overwrite) as temp:
         _write_vector(
             temp,
             "GeoJSON",
@@ -386,7 +387,7 @@ def write_geoparquet(results: Results, path: Path, overwrite: bool = False) -> N
         {name: _column(results, name) for name in OBJECT_FIELDS},
         geometry=geopandas.GeoSeries(results.objects.geometry, crs=results.crs_wkt),
     )
-    with _replacing(path, overwrite) as temp:
+    with replacing(path, overwrite) as temp:
         frame.to_parquet(temp, index=False)
 
 
@@ -443,8 +444,12 @@ def _write_vector(
 
 
 @contextmanager
-def _replacing(path: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary path beside ``path``, moved onto it when the block completes."""
+def replacing(path: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary path beside ``path``, moved onto it when the block completes.
+
+    The temporary file keeps ``path``'s suffix (GDAL picks drivers by it) and is removed if the
+    block fails; ``path`` is refused if it exists without ``overwrite``.
+    """
     check_output(path, overwrite)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial{path.suffix}")
     try:

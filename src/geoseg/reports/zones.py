@@ -31,7 +31,7 @@ import pyproj
 import shapely
 
 from geoseg.errors import GeosegError, OutputError
-from geoseg.reports.export import _replacing
+from geoseg.reports.export import replacing
 from geoseg.reports.results import Results
 from geoseg.tasks.measure import measure_geodesic
 from geoseg.tasks.reading import first_line
@@ -330,7 +330,7 @@ def write_zones(
     OutputError
         If ``path`` exists without ``overwrite`` or cannot be written; nothing is left behind.
     """
-    with _replacing(path, overwrite) as temp:
+    with replacing(path, overwrite) as temp:
         if path.suffix.lower() == ".csv":
             temp.write_text(format_zones_csv(rows, zones.by, class_names), encoding="utf-8")
             return
