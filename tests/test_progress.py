@@ -122,18 +122,24 @@ def run_args(scene: Path, oracle: Path, out: Path, dask_address: str) -> list[st
     return ["run", *args, *CLI_TILING]
 
 
-def test_cli_off_a_terminal_prints_links_and_no_bar(
+def test_cli_off_a_terminal_prints_no_bar_and_links_only_when_verbose(
     scene: Path, oracle: Path, tmp_path: Path, dask_address: str
 ) -> None:
     out = tmp_path / "objects.gpkg"
-    result = CliRunner().invoke(cli, run_args(scene, oracle, out, dask_address))
-    assert result.exit_code == 0, result.output
-    assert "Wrote" in result.stdout
-    assert re.search(r"Prefect flow run \S+ on a temporary local server", result.stderr)
-    assert flow_run_id(out) in result.stderr
-    assert re.search(r"^Dask dashboard: http://\S+/status$", result.stderr, re.MULTILINE)
-    assert "tiles" not in result.stderr
-    assert "━" not in result.stderr
+    plain = CliRunner().invoke(cli, run_args(scene, oracle, out, dask_address))
+    assert plain.exit_code == 0, plain.output
+    assert "Wrote" in plain.stdout
+    assert plain.stderr == ""  # a failure would print its one error line alone
+
+    verbose = CliRunner().invoke(
+        cli, ["--verbose", *run_args(scene, oracle, out, dask_address), "--overwrite"]
+    )
+    assert verbose.exit_code == 0, verbose.output
+    assert re.search(r"Prefect flow run \S+ on a temporary local server", verbose.stderr)
+    assert flow_run_id(out) in verbose.stderr
+    assert re.search(r"^Dask dashboard: http://\S+/status$", verbose.stderr, re.MULTILINE)
+    assert "tiles" not in verbose.stderr
+    assert "━" not in verbose.stderr
 
 
 def test_cli_quiet_prints_nothing_on_success(

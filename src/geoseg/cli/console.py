@@ -1,7 +1,8 @@
 """What the CLI shows besides errors: progress bars, run links and result lines.
 
-Progress bars go to stderr and only to a terminal, so logs and pipes stay clean; ``geoseg
---quiet`` silences everything here, leaving only errors.
+Progress bars and run links go to stderr, and only to a terminal (links also with ``geoseg
+--verbose``): off a terminal, a failed run's stderr stays the one line naming the problem.
+``geoseg --quiet`` silences everything here, leaving only errors.
 """
 
 from __future__ import annotations
@@ -29,10 +30,15 @@ if TYPE_CHECKING:
     from geoseg.models.training import Progress as TrainingProgress
 
 
+def group_flag(name: str) -> bool:
+    """Whether the ``geoseg`` group's flag ``name`` (``quiet``, ``verbose``) was given."""
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.find_root().params.get(name))
+
+
 def quiet() -> bool:
     """Whether ``geoseg --quiet`` was given."""
-    context = click.get_current_context(silent=True)
-    return bool(context is not None and context.find_root().params.get("quiet"))
+    return group_flag("quiet")
 
 
 def say(message: str) -> None:
@@ -60,8 +66,9 @@ class MegapixelRate(ProgressColumn):
 class TileBar:
     """The ``geoseg run`` display: run links at start, then tiles done / total, MP/s and ETA."""
 
-    def __init__(self, console: Console, show_bar: bool) -> None:
+    def __init__(self, console: Console, show_bar: bool, show_links: bool) -> None:
         self.console = console
+        self.show_links = show_links
         self.bar = Progress(
             TextColumn("segmenting"),
             BarColumn(),
@@ -76,6 +83,8 @@ class TileBar:
         self.task = self.bar.add_task("tiles", total=0, pixels=0, start=False)
 
     def run_started(self, links: progress.RunLinks) -> None:
+        if not self.show_links:
+            return
         if links.flow_run_url is not None:
             self.console.print(f"Prefect flow run: {links.flow_run_url}")
         elif links.temporary_server:
@@ -105,13 +114,14 @@ class TileBar:
 def run_progress(console: Console | None = None) -> Iterator[TileBar | None]:
     """Show a run's links and tile progress on stderr while the block runs; nothing if quiet.
 
-    The bar is drawn only on a terminal; the links are printed either way.
+    On a terminal, links and the bar; off one, the links only with ``--verbose``.
     """
     if quiet():
         yield None
         return
     console = console or stderr_console()
-    display = TileBar(console, show_bar=console.is_terminal)
+    terminal = console.is_terminal
+    display = TileBar(console, show_bar=terminal, show_links=terminal or group_flag("verbose"))
     try:
         with progress.reporting_to(display):
             yield display
