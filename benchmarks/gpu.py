@@ -121,6 +121,8 @@ def dask_rate(
         try:
             client.wait_for_workers(2, timeout=120)
             names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+            warm = (str(raster), jobs[0], str(model_path), 0.5, out / "dask-warm.npz", device)
+            client.submit(segment_batch, *warm, resources={"GPU": 1}, pure=False).result()
             start = time.perf_counter()
             futures = [
                 client.submit(

@@ -47,6 +47,8 @@ def segment_deployment(
     crs: str | None = None,
     fail_fast: bool | None = None,
     cache_dir: str | None = None,
+    gsd: float | None = None,
+    tta: bool | None = None,
 ) -> dict[str, object]:
     """Segment ``inputs`` into the GeoPackage ``output``; parameters are a run file's keys.
 

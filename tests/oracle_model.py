@@ -18,7 +18,14 @@ DEFAULT_CLASSES = {1: "lawn", 2: "bridge", 3: "building"}
 
 
 class OracleModel(torch.nn.Module):
-    """TorchScript-able module returning the instances drawn in the input's last channel."""
+    """TorchScript-able module returning the instances drawn in the input's last channel.
+
+    Its ``tta`` switch (test-time augmentation) changes nothing: the answers are exact anyway.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tta = False
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return [self._detect(image) for image in images]
@@ -66,6 +73,7 @@ def write_oracle_model(
     classes: dict[int, str] | None = None,
     bands: tuple[int, ...] = (1, 2),
     gsd_m: float | None = None,
+    tta: bool = False,
 ) -> Path:
     """Package the oracle as a geoseg model file at ``path`` (scale 1.0) and return the path."""
     package_model(
@@ -76,5 +84,6 @@ def write_oracle_model(
         scale=1.0,
         name="oracle",
         gsd_m=gsd_m,
+        tta=tta,
     )
     return path

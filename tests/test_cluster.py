@@ -158,3 +158,48 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     with Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
         assert pids[0] not in client.run(os.getpid).values()
+
+
+@pytest.fixture(scope="module")
+def gpu_and_cpu_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler with a worker offering two GPU slots and a CPU-only worker."""
+    from distributed import Client, LocalCluster
+
+    folder = tmp_path_factory.mktemp("resources")
+    with LocalCluster(n_workers=0, dashboard_address=":0", host="127.0.0.1") as scheduler:
+        worker = [Path(sys.executable).parent / "dask", "worker", scheduler.scheduler_address]
+        worker += ["--nthreads", "2", "--dashboard-address", ":0", "--host", "127.0.0.1"]
+        processes = [
+            start([*worker, "--name", "gpu", "--resources", "GPU=2"], folder / "gpu.log"),
+            start([*worker, "--name", "cpu"], folder / "cpu.log"),
+        ]
+        try:
+            with Client(scheduler.scheduler_address, timeout=60) as client:
+                client.wait_for_workers(2, timeout=60)
+            yield scheduler.scheduler_address
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def test_cuda_batches_land_only_on_workers_that_offer_gpus(gpu_and_cpu_workers: str) -> None:
+    from dask.base import annotate
+    from distributed import get_worker
+    from prefect import flow, task
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    from geoseg.flows.segment import batch_resources
+
+    @task
+    def where(_: int) -> str:
+        return str(get_worker().name)
+
+    @flow(task_runner=DaskTaskRunner(address=gpu_and_cpu_workers))
+    def spread(device: str) -> list[str]:
+        with annotate(resources=batch_resources(device)):
+            futures = [where.submit(n) for n in range(12)]
+        return [future.result() for future in futures]
+
+    assert set(spread("cuda")) == {"gpu"}
+    assert batch_resources("auto") == batch_resources("cpu") == {}

@@ -13,9 +13,10 @@ from affine import Affine
 from pyproj import CRS, Geod
 
 from geoseg import run
+from geoseg.errors import ModelError
 from geoseg.flows.segment import RunResult
 from tests.oracle_model import write_oracle_model
-from tests.scenes import NODATA, expected_ids, scene_bands
+from tests.scenes import NODATA, expected_ids, objects_of, scene_bands
 
 pytestmark = pytest.mark.e2e
 
@@ -233,3 +234,36 @@ def test_output_crs_can_be_chosen_and_areas_stay_those_of_the_source_crs(
     assert 32 < lon < 33  # UTM 36N, 50 km west of its central meridian
     assert 0 < lat < 1  # and 40 km north of the equator
     assert bridge[2] == pytest.approx(expected_objects(crs, transform)[2001][1], rel=0.005)
+
+
+def test_a_model_at_another_ground_resolution_sees_resampled_tiles_and_objects_stay_exact(
+    make_raster, tmp_path: Path, dask_address: str
+) -> None:
+    # The scene at 0.5 m; a model that wants 1 m reads every 2 x 2 block as one pixel. The truth
+    # ids cover whole blocks (the bridge is widened to even columns), so averaging keeps them.
+    bands = scene_bands()
+    bands[1][400:412, 4:696] = 2001
+    crs, transform = GRIDS["utm"]
+    scene = make_raster(bands, crs=crs, transform=transform, nodata=NODATA)
+    coarse = write_oracle_model(tmp_path / "coarse.pt", CLASSES, gsd_m=1.0, tta=True)
+    options = {"tile_size": 256, "overlap_px": 32, "dask_address": dask_address}
+
+    run([scene], tmp_path / "resampled.gpkg", model=coarse, tta=True, **options)
+    run([scene], tmp_path / "native.gpkg", model=coarse, gsd_m=0.5, **options)
+
+    assert objects_of(tmp_path / "resampled.gpkg") == objects_of(tmp_path / "native.gpkg")
+    assert len(objects_of(tmp_path / "native.gpkg")) == 8
+    record = pyogrio.read_dataframe(tmp_path / "resampled.gpkg", layer="run").iloc[0]
+    assert (record["gsd_m"], record["tta"], record["tile_size"]) == (1.0, 1, 256)
+    assert '"tta": true' in record["config"]
+
+
+def test_tta_is_refused_up_front_for_a_model_without_it(
+    make_raster, oracle: Path, tmp_path: Path
+) -> None:
+    scene = make_raster(scene_bands(), nodata=NODATA)
+
+    with pytest.raises(ModelError, match="has no test-time augmentation"):
+        run([scene], tmp_path / "tta.gpkg", model=oracle, tta=True)
+
+    assert not (tmp_path / "tta.gpkg").exists()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from prefect_dask.task_runners import DaskTaskRunner
 
 from geoseg.config import DEFAULT_WORKERS, RunConfig
@@ -19,12 +20,15 @@ from geoseg.flows.segment import (
     isolates_failures,
     segment_rasters,
 )
-from geoseg.models.contract import read_model_spec
+from geoseg.models.contract import check_tta, read_model_spec
 from geoseg.models.greenery import default_model_path
 from geoseg.tasks.destination import cache_anchor, check_s3_output
 from geoseg.tasks.reading import describe_raster
 from geoseg.tasks.sources import DEFAULT_STAC_ASSET, expand_inputs
 from geoseg.tasks.write import check_output
+
+GPU_BATCHES_IN_FLIGHT = 2
+"""Batches a local GPU worker runs at once (see `task_runner`)."""
 
 
 def run(
@@ -49,6 +53,8 @@ def run(
     crs: str | None = None,
     fail_fast: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    gsd_m: float | None = None,
+    tta: bool = False,
 ) -> RunResult:
     """Segment rasters into measured objects written to a GeoPackage.
 
@@ -86,6 +92,8 @@ def run(
         crs=crs,
         fail_fast=fail_fast,
         cache_dir=None if cache_dir is None else Path(cache_dir),
+        gsd_m=gsd_m,
+        tta=tta,
     )
     return run_config(config)
 
@@ -94,6 +102,7 @@ def run_config(config: RunConfig) -> RunResult:
     """Check a run's inputs, model and output up front, then run the flow on Dask."""
     config = replace(config, inputs=expand_inputs(config.inputs, config.stac_asset))
     spec = read_model_spec(config.model or default_model_path())
+    check_tta(spec, config.tta)
     check_rasters(config, spec.bands)
     config.tiling(spec.tile_size, spec.overlap)
     if isinstance(config.output, str):
@@ -104,9 +113,7 @@ def run_config(config: RunConfig) -> RunResult:
     else:
         check_output(config.output, config.overwrite)
     if config.dask_address is None:
-        workers = config.workers or DEFAULT_WORKERS
-        threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-        config = replace(config, workers=workers, threads_per_worker=threads)
+        config = local_cluster_config(config)
     flow = segment_rasters.with_options(task_runner=task_runner(config))  # type: ignore[arg-type]
     return flow(RunRequest(config=config))
 
@@ -132,16 +139,31 @@ def check_rasters(config: RunConfig, bands: tuple[int, ...]) -> None:
         raise all_failed(failures)
 
 
+def local_cluster_config(config: RunConfig) -> RunConfig:
+    """Size a local cluster: one worker per GPU where CUDA is used, else split the CPU cores."""
+    if config.device != "cpu" and torch.cuda.is_available():
+        workers = config.workers or torch.cuda.device_count()
+        return replace(config, device="cuda", workers=workers, threads_per_worker=1)
+    workers = config.workers or DEFAULT_WORKERS
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    return replace(config, workers=workers, threads_per_worker=threads)
+
+
 def task_runner(config: RunConfig) -> DaskTaskRunner:
-    """A Dask task runner on the configured scheduler, or on a new local cluster of processes."""
+    """A Dask task runner on the configured scheduler, or on a new local cluster of processes.
+
+    Local CUDA workers offer `GPU_BATCHES_IN_FLIGHT` GPU slots and as many threads, so one
+    batch's reading and vectorizing overlap another's model time on the same GPU.
+    """
     if config.dask_address is not None:
         return DaskTaskRunner(address=config.dask_address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": config.workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": ":0",
-        },
-    )
+    cluster_kwargs: dict[str, object] = {
+        "n_workers": config.workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": ":0",
+    }
+    if config.device == "cuda":
+        cluster_kwargs["threads_per_worker"] = GPU_BATCHES_IN_FLIGHT
+        cluster_kwargs["resources"] = {"GPU": GPU_BATCHES_IN_FLIGHT}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)

@@ -14,7 +14,7 @@ from pyproj.exceptions import CRSError
 from geoseg.errors import OptionsError
 from geoseg.tasks.destination import output_location
 from geoseg.tasks.sources import DEFAULT_STAC_ASSET, redact
-from geoseg.tasks.tiling import check_tiling
+from geoseg.tasks.tiling import check_tiling, raster_tiling
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP_PX = 64
@@ -70,6 +70,10 @@ class RunConfig:
     cache_dir : Path or None
         Where batch results (and the staging copy of an S3 output) live; None puts them beside a
         local output, or in ``~/.cache/geoseg`` for an S3 output.
+    gsd_m : float or None
+        Ground resolution (metres per pixel) to run the model at, instead of its own ``gsd_m``.
+    tta : bool
+        Switch on the model's test-time augmentation (flips and rotations averaged).
     """
 
     inputs: tuple[str, ...]
@@ -92,6 +96,8 @@ class RunConfig:
     crs: str | None = None
     fail_fast: bool = False
     cache_dir: Path | None = None
+    gsd_m: float | None = None
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -121,6 +127,8 @@ class RunConfig:
         ):
             if not math.isfinite(number) or number < 0:
                 raise OptionsError(f"{name} {number}: must be a number, 0 or more")
+        if self.gsd_m is not None and not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            raise OptionsError(f"--gsd {self.gsd_m}: must be a positive number of metres")
         if self.crs is not None:
             try:
                 CRS.from_user_input(self.crs)
@@ -135,16 +143,23 @@ class RunConfig:
             )
 
     def tiling(
-        self, recommended_tile: int | None, recommended_overlap: int | None
+        self, recommended_tile: int | None, recommended_overlap: int | None, scale: float = 1.0
     ) -> tuple[int, int]:
-        """Tile size and overlap in pixels: the options, else the model's, else the defaults."""
-        tile_size = self.tile_size or recommended_tile or DEFAULT_TILE_SIZE
+        """Tile size and overlap in raster pixels: the options, else the model's, else defaults.
+
+        The model's recommendation is in its own pixels: with ``scale`` model pixels per raster
+        pixel (tiles resampled to the model's ground resolution) it is converted to the raster's.
+        """
+        model_tile = recommended_tile or DEFAULT_TILE_SIZE
+        model_overlap = (
+            recommended_overlap if recommended_overlap is not None else DEFAULT_OVERLAP_PX
+        )
+        if scale != 1.0:
+            model_tile, model_overlap = raster_tiling(model_tile, model_overlap, scale)
+        tile_size = self.tile_size or model_tile
         overlap_px = self.overlap_px
         if overlap_px is None:
-            overlap_px = (
-                recommended_overlap if recommended_overlap is not None else DEFAULT_OVERLAP_PX
-            )
-            overlap_px = min(overlap_px, tile_size // 2)
+            overlap_px = min(model_overlap, tile_size // 2)
         check_tiling(tile_size, overlap_px)
         return tile_size, overlap_px
 
@@ -169,6 +184,8 @@ RUN_FILE_KEYS: dict[str, tuple[str, tuple[type, ...]]] = {
     "asset": ("stac_asset", (str,)),
     "crs": ("crs", (str,)),
     "fail_fast": ("fail_fast", (bool,)),
+    "gsd": ("gsd_m", (int, float)),
+    "tta": ("tta", (bool,)),
     "cache_dir": ("cache_dir", (str,)),
 }
 """Keys of a run file (the options of ``geoseg run``, with underscores) and their fields."""

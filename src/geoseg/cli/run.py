@@ -43,6 +43,14 @@ FAILED_RASTERS_EXIT = 3
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
+@click.option(
+    "--gsd",
+    type=float,
+    help="Run the model at this ground resolution (m/pixel) [default: the model's own].",
+)
+@click.option(
+    "--tta", is_flag=True, help="Test-time augmentation: flips and rotations averaged (8x slower)."
+)
 @click.option("--asset", default=DEFAULT_STAC_ASSET, show_default=True, help="STAC asset key.")
 @click.option("--crs", help="Output CRS, e.g. EPSG:4326 (default: the first raster's).")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dask.base import annotate
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -35,7 +36,7 @@ from geoseg.tasks.cache import batch_folder, clear_cache
 from geoseg.tasks.destination import cache_anchor, upload_output
 from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.inference import MASK_THRESHOLD
-from geoseg.tasks.measure import area_method
+from geoseg.tasks.measure import area_method, model_scale
 from geoseg.tasks.partials import stitch_saved
 from geoseg.tasks.reading import RasterInfo, describe_raster, first_line
 from geoseg.tasks.sources import expand_inputs, redact, source_name
@@ -159,6 +160,8 @@ def run_record(
         "rasters_failed": failed,
         "tile_size": tiling[0],
         "overlap_px": tiling[1],
+        "gsd_m": config.gsd_m or spec.gsd_m,
+        "tta": int(config.tta),
         "batch_size": config.batch_size,
         "score_threshold": config.score_threshold,
         "mask_threshold": MASK_THRESHOLD,
@@ -178,8 +181,22 @@ def run_record(
     }
 
 
+def batch_resources(device: str) -> dict[str, float]:
+    """Dask resources of a batch task: one GPU slot when the run asks for CUDA, else none.
+
+    Workers that offer ``GPU`` slots (``dask worker --resources GPU=2``) then get every batch,
+    and CPU-only workers in the same cluster none.
+    """
+    return {"GPU": 1} if device == "cuda" else {}
+
+
 def submit_raster(
-    raster: RasterInfo, tiles: tuple[Tile, ...], folder: Path, model_path: str, config: RunConfig
+    raster: RasterInfo,
+    tiles: tuple[Tile, ...],
+    folder: Path,
+    model_path: str,
+    config: RunConfig,
+    scale: float,
 ) -> list[tuple[Path, PrefectFuture[BatchReport] | None]]:
     """Submit the batches of a raster that have no result file yet.
 
@@ -192,15 +209,18 @@ def submit_raster(
         path = folder / f"batch-{index:06d}.npz"
         future = None
         if not path.exists():
-            future = segment.submit(
-                raster.path,
-                batch,
-                model_path,
-                config.score_threshold,
-                path,
-                config.device,
-                config.threads_per_worker,
-            )
+            with annotate(resources=batch_resources(config.device)):
+                future = segment.submit(
+                    raster.path,
+                    batch,
+                    model_path,
+                    config.score_threshold,
+                    path,
+                    config.device,
+                    config.threads_per_worker,
+                    scale,
+                    config.tta,
+                )
         progress.batch_submitted(path, batch, future)
         pending.append((path, future))
     return pending
@@ -232,14 +252,13 @@ def segment_rasters(request: RunRequest) -> RunResult:
             failures.append((failure_of(path, exc), exc))
     if not rasters:
         raise all_failed(failures)
-    tiling = config.tiling(spec.tile_size, spec.overlap)
     anchor = cache_anchor(config.output, config.cache_dir)
     anchor.parent.mkdir(parents=True, exist_ok=True)
     if config.clear_cache:
         clear_cache(anchor)
     try:
         summary, objects, counts = segment_into(
-            config, spec, model_path, rasters, tiling, anchor, failures, isolate
+            config, spec, model_path, rasters, anchor, failures, isolate
         )
     except GeosegError:
         clear_cache(anchor)  # bad input fails again the same way: nothing to resume
@@ -268,7 +287,6 @@ def segment_into(
     spec: ModelSpec,
     model_path: str,
     rasters: Sequence[RasterInfo],
-    tiling: tuple[int, int],
     anchor: Path,
     failures: list[tuple[RasterFailure, BaseException]],
     isolate: bool,
@@ -287,20 +305,32 @@ def segment_into(
         target, overwrite = config.output, config.overwrite
     objects = 0
     segmented: list[str] = []
+    scales = [model_scale(raster, config.gsd_m or spec.gsd_m) for raster in rasters]
+    tilings = [config.tiling(spec.tile_size, spec.overlap, scale) for scale in scales]
     with GeoPackageWriter(target, output_crs.to_wkt(), class_names, overwrite) as out:
-        plans = [plan_tiles(r.width, r.height, *tiling) for r in rasters]
+        plans = [plan_tiles(r.width, r.height, *t) for r, t in zip(rasters, tilings, strict=True)]
         progress.run_planned(plans)
         submitted = [
             submit_raster(
                 raster,
                 plan,
                 batch_folder(
-                    anchor, raster, spec.sha256, tiling, config.batch_size, config.score_threshold
+                    anchor,
+                    raster,
+                    spec.sha256,
+                    raster_tiling,
+                    config.batch_size,
+                    config.score_threshold,
+                    scale,
+                    config.tta,
                 ),
                 model_path,
                 config,
+                scale,
             )
-            for raster, plan in zip(rasters, plans, strict=True)
+            for raster, plan, raster_tiling, scale in zip(
+                rasters, plans, tilings, scales, strict=True
+            )
         ]
         for raster, plan, pending in zip(rasters, plans, submitted, strict=True):
             try:
@@ -332,7 +362,7 @@ def segment_into(
             sum(future is None for p in submitted for _, future in p),
         )
         record = run_record(
-            config, spec, tiling, output_crs, started, counts, segmented, len(failures)
+            config, spec, tilings[0], output_crs, started, counts, segmented, len(failures)
         )
         summary = out.finish(record, [failure for failure, _ in failures])
     return summary, objects, counts

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
+import torch
+from distributed import get_worker
 
 from geoseg.models.contract import load_model, select_device
 from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
@@ -52,7 +54,7 @@ def segment_batch(
     """
     if torch_threads is not None:
         configure_torch_threads(torch_threads)
-    torch_device = select_device(device)
+    torch_device = worker_device(device)
     model, spec = load_model(model_path, torch_device, tta)
     kept, pixels, valid = [], [], []
     with gdal_env(), rasterio.open(raster_path) as src:
@@ -82,6 +84,22 @@ def segment_batch(
         tiles_skipped=len(tiles) - len(kept),
         instances=sum(len(pieces.class_ids) for pieces, _ in results),
     )
+
+
+def worker_device(preference: str) -> torch.device:
+    """This worker's torch device: on a machine with several GPUs, local workers (named 0, 1,
+    ...) take one GPU each; others use ``preference`` as it is (one GPU per worker is then set
+    with ``CUDA_VISIBLE_DEVICES``)."""
+    device = select_device(preference)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if count > 1 and device.index is None:
+        try:
+            name = get_worker().name
+        except ValueError:  # not on a Dask worker
+            return device
+        if isinstance(name, int):
+            return torch.device("cuda", name % count)
+    return device
 
 
 def model_shape(tile: Tile, scale: float) -> tuple[int, int] | None:

@@ -44,14 +44,22 @@ def batch_folder(
     tiling: tuple[int, int],
     batch_size: int,
     score_threshold: float,
+    scale: float = 1.0,
+    tta: bool = False,
 ) -> Path:
-    """The folder of one raster's batch files for these model and tiling parameters."""
+    """The folder of one raster's batch files for these model, tiling and inference parameters.
+
+    ``scale`` (model pixels per raster pixel) and ``tta`` change what the model sees, so they
+    are part of the key.
+    """
     key = {
         "raster": raster_fingerprint(raster),
         "model_sha256": model_sha256,
         "tiling": list(tiling),
         "batch_size": batch_size,
         "score_threshold": score_threshold,
+        "scale": scale,
+        "tta": tta,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return cache_folder(output) / f"{Path(raster.name).stem}-{digest}"

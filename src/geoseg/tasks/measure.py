@@ -20,9 +20,11 @@ from affine import Affine
 from pyproj.exceptions import ProjError
 
 from geoseg.errors import RasterError
+from geoseg.tasks.reading import RasterInfo
+from geoseg.tasks.tiling import resampling_scale
 from geoseg.tasks.vectorize import to_crs_geometries
 
-__all__ = ["DENSIFY_M", "area_method", "measure_geodesic", "pixel_size_m"]
+__all__ = ["DENSIFY_M", "area_method", "measure_geodesic", "model_scale", "pixel_size_m"]
 
 DENSIFY_M = 1000.0
 """Longest polygon edge (metres, or the angle spanning that on the Earth) measured as one
@@ -219,3 +221,15 @@ def pixel_size_m(transform: Affine, crs: pyproj.CRS, width: int, height: int) ->
     centre = shapely.box(width / 2 - 0.5, height / 2 - 0.5, width / 2 + 0.5, height / 2 + 0.5)
     area, _ = measure_geodesic(to_crs_geometries(np.array([centre]), transform), crs)
     return float(np.sqrt(area[0]))
+
+
+def model_scale(raster: RasterInfo, gsd_m: float | None) -> float:
+    """Model pixels per raster pixel for a model that expects ``gsd_m`` metres per pixel.
+
+    1.0 when the model takes any resolution or the raster is close to it (see
+    `geoseg.tasks.tiling.resampling_scale`); the raster's pixel size is taken at its centre.
+    """
+    if gsd_m is None:
+        return 1.0
+    crs = pyproj.CRS.from_wkt(raster.crs_wkt)
+    return resampling_scale(pixel_size_m(raster.transform, crs, raster.width, raster.height), gsd_m)

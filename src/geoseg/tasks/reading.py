@@ -176,9 +176,7 @@ def read_tile(
                 out_shape=(len(bands), *out_shape),
                 resampling=Resampling.average if shrinking else Resampling.bilinear,
             )
-            masks = src.read_masks(
-                list(bands), window=window, out_shape=(len(bands), *out_shape)
-            )
+            masks = src.read_masks(list(bands), window=window, out_shape=(len(bands), *out_shape))
     except RasterioIOError as exc:
         if is_network(src.name):
             raise RemoteReadError(
