@@ -66,7 +66,7 @@ def fault_rule(first: int, after: int | None) -> Any:
     def fails() -> bool:
         with lock:
             number = next(counter)
-        return number <= first or after is not None and number > after
+        return number <= first or (after is not None and number > after)
 
     return fails
 
