@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import rasterio
 import torch
 from distributed import get_worker
 
 from geoseg.models.contract import load_model, select_device
 from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
 from geoseg.tasks.partials import save_batch
-from geoseg.tasks.reading import gdal_env, read_tile
+from geoseg.tasks.reading import open_raster, read_tile
 from geoseg.tasks.stitch import cut_pieces
 from geoseg.tasks.tiling import Tile
 
@@ -57,7 +56,7 @@ def segment_batch(
     torch_device = worker_device(device)
     model, spec = load_model(model_path, torch_device, tta)
     kept, pixels, valid = [], [], []
-    with gdal_env(), rasterio.open(raster_path) as src:
+    with open_raster(raster_path) as src:
         for tile in tiles:
             tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
             if tile_valid.any():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +197,30 @@ def read_tile(
         ) from exc
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(pixels), axis=0)
     return pixels, valid
+
+
+@contextmanager
+def open_raster(path: str) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster in :func:`gdal_env` to read its tiles.
+
+    Raises
+    ------
+    RemoteReadError
+        A raster read over the network cannot be opened after GDAL's retries.
+    RasterError
+        A local raster cannot be opened.
+    """
+    with gdal_env():
+        try:
+            src = rasterio.open(path)
+        except RasterioIOError as exc:
+            error = RemoteReadError if is_network(path) else RasterError
+            # Unchained: GDAL's text names the URL, which must not reach Prefect's logs.
+            raise error(
+                redact(f"{path}: cannot be opened ({gdal_message(exc)}); check it and run again")
+            ) from None
+        with src:
+            yield src
 
 
 def gdal_message(exc: BaseException, path: str = "") -> str:
