@@ -250,6 +250,7 @@ def segment_rasters(request: RunRequest) -> RunResult:
             if not isolate:
                 raise
             failures.append((failure_of(path, exc), exc))
+            get_run_logger().warning("skipped %s", failures[-1][0].reason)
     if not rasters:
         raise all_failed(failures)
     anchor = cache_anchor(config.output, config.cache_dir)
