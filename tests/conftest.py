@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import rasterio
 from affine import Affine
@@ -77,5 +79,16 @@ def dask_address() -> Iterator[str]:
     )
     client = Client(cluster)
     yield cluster.scheduler_address
+    # Workers that ran Prefect tasks started temporary Prefect servers of their own; a worker
+    # killed at close would leave its server running after the tests.
+    descendants = psutil.Process().children(recursive=True)
     client.close()
     cluster.close()
+    kill_survivors(descendants)
+
+
+def kill_survivors(processes: list[psutil.Process]) -> None:
+    """Kill whichever of ``processes`` outlived their parents' shutdown."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()

@@ -12,10 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from geoseg import run
 from geoseg.tasks.cache import cache_folder
+from tests.conftest import kill_survivors
 from tests.oracle_model import write_oracle_model
 from tests.scenes import NODATA, objects_of, scene_bands
 
@@ -178,9 +180,15 @@ def gpu_and_cpu_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
                 client.wait_for_workers(2, timeout=60)
             yield scheduler.scheduler_address
         finally:
+            descendants = [
+                child
+                for process in processes
+                for child in psutil.Process(process.pid).children(recursive=True)
+            ]
             for process in processes:
                 process.terminate()
                 process.wait(timeout=30)
+            kill_survivors(descendants)
 
 
 def test_cuda_batches_land_only_on_workers_that_offer_gpus(gpu_and_cpu_workers: str) -> None:

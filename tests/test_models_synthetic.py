@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoseg.models.synthetic import BRIDGE, BUILDING, LAWN, generate_scene
+from geoseg.models.synthetic import BRIDGE, BUILDING, LAWN, generate_scene, synthetic_images
 
 
 def test_same_seed_same_scene_other_seed_other_scene() -> None:
@@ -53,3 +53,14 @@ def test_objects_scale_with_ground_resolution() -> None:
 def test_rejects_tiny_scenes() -> None:
     with pytest.raises(ValueError, match="at least 16"):
         generate_scene(0, 8)
+
+
+def test_scenes_painted_in_several_processes_are_the_same_scenes() -> None:
+    one = synthetic_images(3, size=64, seed=11)
+    two = synthetic_images(3, size=64, seed=11, workers=2)
+
+    assert [image.name for image in two] == [image.name for image in one]
+    for a, b in zip(one, two, strict=True):
+        assert np.array_equal(a.image, b.image)
+        assert np.array_equal(a.instances, b.instances)
+        assert a.gsd_m == b.gsd_m
