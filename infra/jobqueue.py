@@ -39,14 +39,17 @@ def main(argv: list[str] | None = None) -> int:
 
     cluster = SLURMCluster(
         cores=args.cores,
-        # One Dask process per job running one batch at a time; torch uses the job's cores.
+        # One Dask process per job; torch uses the job's cores.
         processes=1,
         memory=args.memory,
         queue=args.queue,
         account=args.account,
         walltime=args.walltime,
         job_extra_directives=[f"--gres=gpu:{args.gpus}"] if args.gpus else [],
-        worker_extra_args=["--nthreads", "1"] + (["--resources", "GPU=1"] if args.gpus else []),
+        # A GPU job runs two batches at a time on its GPU, which `--device cuda` batches ask for.
+        worker_extra_args=(
+            ["--nthreads", "2", "--resources", "GPU=2"] if args.gpus else ["--nthreads", "1"]
+        ),
         job_script_prologue=["export GDAL_CACHEMAX=64"],
         interface=args.interface,
     )
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.scheduler_address,
             "--threads-per-worker",
             str(args.cores),
+            *(["--device", "cuda"] if args.gpus else []),
             *run_args,
         ]
         return subprocess.call(command)

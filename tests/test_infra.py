@@ -309,7 +309,6 @@ def test_k8s_dask_tls() -> None:
         command, args = subcommand_and_args(argv)
         assert argv[2].startswith("tls://geoseg-scheduler:")
         assert set(flags_of(args)) <= help_flags(*command)
-        assert argv[argv.index("--nthreads") + 1] == "1"
         env = {e["name"]: e.get("value") for e in worker["env"]}
         assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
         mount = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}["dask-tls"]
@@ -320,12 +319,19 @@ def test_k8s_dask_tls() -> None:
         )
 
 
+def test_k8s_cpu_workers_run_one_batch_at_a_time() -> None:
+    (worker,) = containers(k8s("daskcluster.yaml")["DaskCluster"]["spec"]["worker"]["spec"])
+    assert worker["args"][worker["args"].index("--nthreads") + 1] == "1"
+
+
 def test_k8s_gpu_workers() -> None:
     group = k8s("daskcluster.yaml")["DaskWorkerGroup"]["spec"]
     assert group["cluster"] == k8s("daskcluster.yaml")["DaskCluster"]["metadata"]["name"]
     (worker,) = containers(group["worker"]["spec"])
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert worker["args"][worker["args"].index("--resources") + 1] == "GPU=1"
+    # Two batches in flight per GPU, as geoseg's local GPU workers run them.
+    assert worker["args"][worker["args"].index("--resources") + 1] == "GPU=2"
+    assert worker["args"][worker["args"].index("--nthreads") + 1] == "2"
     assert worker["image"].endswith(":cuda")
 
 
