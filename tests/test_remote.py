@@ -197,6 +197,42 @@ def test_transient_http_errors_are_retried_and_change_no_object(
     assert len(objects_of(local.output)) == 8
 
 
+def test_an_outage_while_workers_read_pixels_is_survived_by_retrying_their_tasks(
+    make_raster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    # No GDAL retries, in this process and the local cluster's workers it starts: a read that
+    # meets the outage fails the batch task, which Prefect runs again after 1 s, then 4 s.
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    folder = tmp_path / "served"
+    folder.mkdir()
+    os.replace(make_raster(scene_bands(), nodata=NODATA), folder / "scene.tif")
+    middle = (folder / "scene.tif").stat().st_size // 2  # pixels: the header lies at the start
+    oracle = write_oracle_model(tmp_path / "oracle.pt")
+    with serving(folder, "--outage-from", str(middle), "--outage-seconds", "2") as url:
+        result = run(
+            [f"{url}/scene.tif"],
+            tmp_path / "objects.gpkg",
+            model=oracle,
+            tile_size=256,
+            overlap_px=32,
+            workers=1,
+        )
+
+    assert counts(result.output) == {"lawn": 4, "bridge": 1, "building": 3}
+    flow_run_id = UUID(pyogrio.read_dataframe(result.output, layer="run").loc[0, "flow_run_id"])
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    attempts = [task_run.run_count for task_run in task_runs if task_run.name.startswith("segment")]
+    assert max(attempts) >= 2
+
+
 def test_a_permanently_failing_url_is_one_line_and_no_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
