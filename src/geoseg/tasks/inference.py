@@ -171,17 +171,26 @@ def _prepare(
         raise RasterError(
             f"tile {index}: validity mask {ok.shape} does not match pixels {tile.shape[1:]}"
         )
-    image = torch.as_tensor(np.array(tile, dtype=np.float32), device=device) * spec.scale
+    image = to_device(np.array(tile, dtype=np.float32), device) * spec.scale
     if spec.mean is not None and spec.std is not None:
         mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
         std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
         image = (image - mean) / std
-    usable = torch.as_tensor(np.array(ok, dtype=bool), device=device)
+    usable = to_device(np.array(ok, dtype=bool), device)
     usable &= torch.isfinite(image).all(dim=0)
     # Zero is the band mean once standardised: the least informative value to the network, and it
     # keeps fill values such as -9999 from producing edges or detections.
     image = torch.where(usable, image, torch.zeros((), device=device))
     return image, usable
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor of ``array`` on ``device``; copies to a GPU go through pinned memory, without
+    blocking, so the next tile is prepared while this one is on its way."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _check_output(
