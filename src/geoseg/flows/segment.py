@@ -190,6 +190,30 @@ def batch_resources(device: str) -> dict[str, float]:
     return {"GPU": 1} if device == "cuda" else {}
 
 
+@dataclass(frozen=True)
+class RasterPlan:
+    """How a run tiles one raster.
+
+    ``scale`` is model pixels per raster pixel (1.0: tiles read as they are), ``tiling`` the
+    tile size and overlap in raster pixels, ``tiles`` the plan.
+    """
+
+    scale: float
+    tiling: tuple[int, int]
+    tiles: tuple[Tile, ...]
+
+
+def plan_raster(config: RunConfig, spec: ModelSpec, raster: RasterInfo) -> RasterPlan:
+    """Plan a raster's tiles as the run does: at the model's ground resolution (or ``--gsd``),
+    with the options' tiling, else the model's, else the defaults.
+
+    ``geoseg inspect`` plans with this too, so it shows exactly the tiles a run would make.
+    """
+    scale = model_scale(raster, config.gsd_m or spec.gsd_m)
+    tiling = config.tiling(spec.tile_size, spec.overlap, scale)
+    return RasterPlan(scale, tiling, plan_tiles(raster.width, raster.height, *tiling))
+
+
 def submit_raster(
     raster: RasterInfo,
     tiles: tuple[Tile, ...],
@@ -306,32 +330,29 @@ def segment_into(
         target, overwrite = config.output, config.overwrite
     objects = 0
     segmented: list[str] = []
-    scales = [model_scale(raster, config.gsd_m or spec.gsd_m) for raster in rasters]
-    tilings = [config.tiling(spec.tile_size, spec.overlap, scale) for scale in scales]
+    planned = [plan_raster(config, spec, raster) for raster in rasters]
+    plans = [raster_plan.tiles for raster_plan in planned]
     with GeoPackageWriter(target, output_crs.to_wkt(), class_names, overwrite) as out:
-        plans = [plan_tiles(r.width, r.height, *t) for r, t in zip(rasters, tilings, strict=True)]
         progress.run_planned(plans)
         submitted = [
             submit_raster(
                 raster,
-                plan,
+                raster_plan.tiles,
                 batch_folder(
                     anchor,
                     raster,
                     spec.sha256,
-                    raster_tiling,
+                    raster_plan.tiling,
                     config.batch_size,
                     config.score_threshold,
-                    scale,
+                    raster_plan.scale,
                     config.tta,
                 ),
                 model_path,
                 config,
-                scale,
+                raster_plan.scale,
             )
-            for raster, plan, raster_tiling, scale in zip(
-                rasters, plans, tilings, scales, strict=True
-            )
+            for raster, raster_plan in zip(rasters, planned, strict=True)
         ]
         for raster, plan, pending in zip(rasters, plans, submitted, strict=True):
             try:
@@ -363,7 +384,7 @@ def segment_into(
             sum(future is None for p in submitted for _, future in p),
         )
         record = run_record(
-            config, spec, tilings[0], output_crs, started, counts, segmented, len(failures)
+            config, spec, planned[0].tiling, output_crs, started, counts, segmented, len(failures)
         )
         summary = out.finish(record, [failure for failure, _ in failures])
     return summary, objects, counts
