@@ -1,13 +1,14 @@
 """A static file server with single-range ``Range`` support, as GDAL's /vsicurl/ needs.
 
-``python tests/range_server.py FOLDER PORT [--fail-first K] [--fail-after K] [--outage-from
-OFFSET --outage-seconds S]`` serves FOLDER on 127.0.0.1:PORT until killed. (``python -m
-http.server`` ignores Range headers.) The options inject faults into ranged GETs, counted from 1
-across all clients: ``--fail-first K`` answers the first K with 503 (a transient outage: a
-client that retries gets through), ``--fail-after K`` answers all after the K-th with 503 (a
-server that went away; ``--fail-after 0`` never serves a range), and ``--outage-from OFFSET``
-answers every ranged GET with 503 for S seconds from the first one starting at or beyond byte
-OFFSET (an outage while pixels are read, after the header was).
+``python tests/range_server.py FOLDER PORT [--fail-first K] [--fail-after K] [--outage-from OFFSET
+--outage-seconds S] [--failures-log FILE]`` serves FOLDER on 127.0.0.1:PORT until killed. (``python
+-m http.server`` ignores Range headers.) The options inject faults into ranged GETs, counted from 1
+across all clients: ``--fail-first K`` answers the first K with 503 (a transient outage: a client
+that retries gets through), ``--fail-after K`` answers all after the K-th with 503 (a server that
+went away; ``--fail-after 0`` never serves a range), and ``--outage-from OFFSET`` answers every
+ranged GET with 503 for S seconds from the first one starting at or beyond byte OFFSET (an outage
+while pixels are read, after the header was). ``--failures-log`` appends the start byte of every
+request answered 503 to FILE, so a test can tell its faults were met.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any, BinaryIO
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Answers ``Range: bytes=start-[end]`` with 206 and just those bytes, or injects a 503."""
 
-    def __init__(self, *args: Any, fails: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fails: Any, failures_log: str | None, **kwargs: Any) -> None:
         self.fails = fails
+        self.failures_log = failures_log
         super().__init__(*args, **kwargs)
 
     def send_head(self) -> Any:
@@ -37,6 +39,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         start_text, _, end_text = header.removeprefix("bytes=").partition("-")
         start = int(start_text)
         if self.fails(start):
+            if self.failures_log:
+                with open(self.failures_log, "a") as log:
+                    log.write(f"{start}\n")
             self.send_error(503, "Service Unavailable (injected)")
             return None
         size = path.stat().st_size
@@ -87,10 +92,12 @@ if __name__ == "__main__":
     parser.add_argument("--fail-after", type=int)
     parser.add_argument("--outage-from", type=int)
     parser.add_argument("--outage-seconds", type=float, default=2.0)
+    parser.add_argument("--failures-log")
     args = parser.parse_args()
     handler = partial(
         RangeHandler,
         directory=args.folder,
         fails=fault_rule(args.fail_first, args.fail_after, args.outage_from, args.outage_seconds),
+        failures_log=args.failures_log,
     )
     http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler).serve_forever()

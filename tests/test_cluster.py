@@ -192,22 +192,24 @@ def gpu_and_cpu_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 
 def test_cuda_batches_land_only_on_workers_that_offer_gpus(gpu_and_cpu_workers: str) -> None:
+    # The flow submits batches inside dask.annotate(resources=batch_resources(device)); the
+    # client behind prefect-dask's task runner merges those annotations into each task.
     from dask.base import annotate
-    from distributed import get_worker
-    from prefect import flow, task
-    from prefect_dask.task_runners import DaskTaskRunner
+    from distributed import Client, get_worker
 
     from geoseg.flows.segment import batch_resources
 
-    @task
     def where(_: int) -> str:
         return str(get_worker().name)
 
-    @flow(task_runner=DaskTaskRunner(address=gpu_and_cpu_workers))
-    def spread(device: str) -> list[str]:
-        with annotate(resources=batch_resources(device)):
-            futures = [where.submit(n) for n in range(12)]
-        return [future.result() for future in futures]
+    with Client(gpu_and_cpu_workers, timeout=60) as client:
+        with annotate(resources=batch_resources("cuda")):
+            futures = [client.submit(where, n, pure=False) for n in range(12)]
+        gpu_only = client.gather(futures)
+        with annotate(resources=batch_resources("auto")):
+            futures = [client.submit(where, n, pure=False) for n in range(24)]
+        anywhere = client.gather(futures)
 
-    assert set(spread("cuda")) == {"gpu"}
+    assert set(gpu_only) == {"gpu"}
+    assert set(anywhere) <= {"gpu", "cpu"}
     assert batch_resources("auto") == batch_resources("cpu") == {}
