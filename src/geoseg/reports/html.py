@@ -16,7 +16,7 @@ from html import escape
 from geoseg.reports.frame import format_area
 from geoseg.reports.quicklook import Quicklook
 from geoseg.reports.results import Results
-from geoseg.reports.summary import AreaSummary
+from geoseg.reports.summary import TABLE_HEADER, AreaSummary, number_cells
 from geoseg.tasks.palette import class_colour
 
 __all__ = ["MAX_SOURCE_CHARTS", "area_chart_svg", "render_report"]
@@ -103,18 +103,10 @@ def render_report(results: Results, quicklook: Quicklook, rows: Sequence[AreaSum
 
 
 def _summary_table(rows: Sequence[AreaSummary], shown: str) -> str:
-    header = ("source", "class", "count", "area m²", "area ha", "area km²", "mean m²", "median m²")
-    lines = ["<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+    lines = ["<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in TABLE_HEADER) + "</tr>"]
     for row in rows:
         css = "total" if row.source is None else "shown" if row.source == shown else ""
-        numbers = (
-            f"{row.count:,}",
-            f"{row.total_area_m2:,.1f}",
-            f"{row.total_area_ha:,.2f}",
-            f"{row.total_area_km2:,.4f}",
-            "-" if row.mean_area_m2 is None else f"{row.mean_area_m2:,.1f}",
-            "-" if row.median_area_m2 is None else f"{row.median_area_m2:,.1f}",
-        )
+        numbers = number_cells(row)
         cells = [
             f'<td class="source">{escape(_ALL_SOURCES if row.source is None else row.source)}</td>',
             f'<td class="class">{_swatch(row.class_name)}{escape(row.class_name)}</td>',

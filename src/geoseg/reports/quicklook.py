@@ -10,7 +10,6 @@ framed (legend, scale bar, north arrow) by :mod:`geoseg.reports.frame`.
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,14 +26,14 @@ from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from geoseg.errors import GeosegError, OutputError, RasterError
+from geoseg.errors import RasterError
+from geoseg.reports.export import replacing
 from geoseg.reports.frame import Layout, frame_png, plan_layout
 from geoseg.reports.mapscale import ScaleBar, north_angle_deg, plan_scale_bar
 from geoseg.reports.results import Results
 from geoseg.reports.summary import AreaSummary, summarize
 from geoseg.tasks.palette import class_colour, rgb
-from geoseg.tasks.reading import describe_raster, first_line, gdal_env, gdal_message
-from geoseg.tasks.write import check_output
+from geoseg.tasks.reading import describe_raster, gdal_env, gdal_message
 
 __all__ = [
     "FILL_ALPHA",
@@ -337,14 +336,5 @@ def write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
     OutputError
         If ``path`` cannot be written, or exists and ``overwrite`` is false.
     """
-    check_output(path, overwrite)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial{path.suffix}")
-    try:
+    with replacing(path, overwrite) as temp:
         temp.write_bytes(data)
-        os.replace(temp, path)
-    except OSError as exc:
-        if isinstance(exc, GeosegError):
-            raise
-        raise OutputError(f"cannot write {path}: {first_line(exc)}") from exc
-    finally:
-        temp.unlink(missing_ok=True)

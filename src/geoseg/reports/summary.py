@@ -22,12 +22,14 @@ from geoseg.reports.results import Results
 __all__ = [
     "COLUMNS",
     "FORMATS",
+    "TABLE_HEADER",
     "AreaSummary",
     "align_table",
     "format_csv",
     "format_json",
     "format_summary",
     "format_table",
+    "number_cells",
     "summarize",
     "summarize_areas",
 ]
@@ -174,21 +176,36 @@ def format_table(rows: Sequence[AreaSummary]) -> str:
     Areas in m² have one decimal, hectares two, km² four; thousands are separated by commas. The
     total over all sources is labelled ``all sources``; a mean or median without objects is ``-``.
     """
-    header = ("source", "class", "count", "area m²", "area ha", "area km²", "mean m²", "median m²")
     body = [
-        (
-            _ALL_SOURCES if row.source is None else row.source,
-            row.class_name,
-            f"{row.count:,}",
-            f"{row.total_area_m2:,.1f}",
-            f"{row.total_area_ha:,.2f}",
-            f"{row.total_area_km2:,.4f}",
-            "-" if row.mean_area_m2 is None else f"{row.mean_area_m2:,.1f}",
-            "-" if row.median_area_m2 is None else f"{row.median_area_m2:,.1f}",
-        )
+        (_ALL_SOURCES if row.source is None else row.source, row.class_name, *number_cells(row))
         for row in rows
     ]
-    return align_table(header, body, text_columns=2)
+    return align_table(TABLE_HEADER, body, text_columns=2)
+
+
+TABLE_HEADER = (
+    "source",
+    "class",
+    "count",
+    "area m²",
+    "area ha",
+    "area km²",
+    "mean m²",
+    "median m²",
+)
+"""Column titles of a summary table."""
+
+
+def number_cells(row: AreaSummary) -> tuple[str, ...]:
+    """A row's count and areas as table text, rounded for reading (see `format_table`)."""
+    return (
+        f"{row.count:,}",
+        f"{row.total_area_m2:,.1f}",
+        f"{row.total_area_ha:,.2f}",
+        f"{row.total_area_km2:,.4f}",
+        "-" if row.mean_area_m2 is None else f"{row.mean_area_m2:,.1f}",
+        "-" if row.median_area_m2 is None else f"{row.median_area_m2:,.1f}",
+    )
 
 
 def align_table(header: Sequence[str], body: Sequence[Sequence[str]], text_columns: int) -> str:
