@@ -26,7 +26,7 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.models.contract import load_model
+from geoseg.models.contract import ModelSpec, load_model, read_model_spec
 from geoseg.models.greenery import default_model_path
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.reading import read_tile
@@ -108,6 +108,12 @@ def run_geoseg(
         str(args.overlap),
         "--batch-size",
         str(args.batch_size),
+        "--model",
+        args.model,
+        # Read the 0.5 m scene as it is, whatever resolution the model declares, so that the
+        # run and the bare forward passes see the same tiles.
+        "--gsd",
+        "0.5",
     ]
     env = {**os.environ, "PREFECT_HOME": str(out.parent / "prefect")}
     start = time.perf_counter()
@@ -131,7 +137,7 @@ def run_geoseg(
 def bare_forward(raster: Path, threads: int, args: argparse.Namespace) -> dict[str, float]:
     """Time the model's forward passes alone over the raster's tiles (read time kept apart)."""
     torch.set_num_threads(threads)
-    model, spec = load_model(default_model_path(), torch.device("cpu"))
+    model, spec = load_model(args.model, torch.device("cpu"))
     with rasterio.open(raster) as src:
         tiles = plan_tiles(src.width, src.height, args.tile_size, args.overlap)
         forward = read = 0.0
@@ -139,12 +145,22 @@ def bare_forward(raster: Path, threads: int, args: argparse.Namespace) -> dict[s
             t0 = time.perf_counter()
             batch = [read_tile(src, tile, spec.bands) for tile in tiles[i : i + args.batch_size]]
             t1 = time.perf_counter()
-            images = [torch.from_numpy(pixels * spec.scale) for pixels, _ in batch]
+            images = [standardise(pixels, spec) for pixels, _ in batch]
             with torch.inference_mode():
                 model(images)
             forward += time.perf_counter() - t1
             read += t1 - t0
     return {"forward_s": forward, "read_s": read, "tiles": len(tiles)}
+
+
+def standardise(pixels: np.ndarray, spec: ModelSpec) -> torch.Tensor:
+    """A tile as the model sees it: scaled, then standardised if the model says so."""
+    image = torch.from_numpy(pixels * spec.scale)
+    if spec.mean is not None and spec.std is not None:
+        mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
+        image = (image - mean) / std
+    return image
 
 
 def stitch_throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
@@ -198,11 +214,13 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", default=str(default_model_path()), help="default: built-in")
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "scale", "stitch"])
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     half = max(1, cores // 2)
-    print(f"machine: {cores} cores, torch {torch.__version__}, model: built-in greenery")
+    name = read_model_spec(args.model).name
+    print(f"machine: {cores} cores, torch {torch.__version__}, model: {name}")
     with tempfile.TemporaryDirectory(prefix="geoseg-bench-") as folder:
         work = Path(folder)
         if "stitch" not in args.skip:
