@@ -10,6 +10,8 @@ measures on ``--device``:
 - ``worker, N in flight``: the same with N batches at once sharing one model, which is what a
   Dask GPU worker started with ``--nthreads N --resources GPU=N`` does: reading and cutting of
   some batches overlap the GPU work of another;
+- ``--memory-fraction F`` caps this process's share of the GPU's memory, so that batches too big
+  for it show the worker splitting them (the tiles that fitted are printed);
 - ``dask``: the same batches submitted with ``resources={"GPU": 1}`` to a scheduler with one GPU
   worker and one CPU-only worker: every batch must land on the GPU worker.
 
@@ -37,6 +39,7 @@ from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES
 from geoseg.models.training import MEAN, STD
 from geoseg.models.unet import UNet
+from geoseg.tasks import inference
 from geoseg.tasks.batch import segment_batch
 from geoseg.tasks.reading import read_tile
 from geoseg.tasks.tiling import Tile, plan_tiles
@@ -161,8 +164,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--in-flight", type=int, default=4, help="batches at once on one GPU")
     parser.add_argument("--skip-dask", action="store_true")
+    parser.add_argument(
+        "--memory-fraction", type=float, help="cap on this process's share of GPU memory"
+    )
     args = parser.parse_args()
     device = select_device(args.device)
+    if args.memory_fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(args.memory_fraction, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, raster {args.size}^2 at {GSD_M} m")
     with tempfile.TemporaryDirectory(prefix="geoseg-gpu-") as folder:
@@ -189,6 +197,7 @@ def main() -> None:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         print(f"peak GPU memory allocated in this process: {peak:.2f} GiB")
+        print(f"tiles per forward pass after running out of memory: {inference._TILES_THAT_FIT}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from geoseg.errors import ModelError, OptionsError, RasterError
 from geoseg.models.contract import ModelSpec, load_model, package_model
+from geoseg.tasks import inference
 from geoseg.tasks.inference import (
     TilePrediction,
     configure_torch_threads,
@@ -377,3 +378,54 @@ def test_resize_prediction_keeps_a_valid_prediction(
     assert resized.labels.shape == (out_h, out_w)
     present = set(np.unique(resized.labels).tolist()) - {0}
     assert present == set(range(1, resized.count + 1))
+
+
+class MemoryBound(torch.nn.Module):
+    """The oracle on a device that holds at most ``limit`` tiles per forward pass."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.inner = OracleModel()
+        self.limit = limit
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        if len(images) > self.limit:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(images)
+
+
+def memory_bound(tmp_path: Path, limit: int) -> Model:
+    path = tmp_path / f"bound{limit}.pt"
+    package_model(MemoryBound(limit), path, classes={1: "a", 2: "b"}, bands=(1, 2), scale=1)
+    return load_model(path, CPU)
+
+
+def test_a_batch_too_big_for_memory_is_split_until_it_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference, "_TILES_THAT_FIT", {})
+    ids = [np.full((4, 5), 1000 + k, dtype=np.int64) for k in range(7)]
+    got = predict_tiles(
+        *memory_bound(tmp_path, 2), [tile(i) for i in ids], [np.ones((4, 5), bool)] * 7, 0.0, CPU
+    )
+    for actual, wanted in zip(got, ids, strict=True):
+        assert_same(actual, expected(wanted))
+    assert inference._TILES_THAT_FIT == {"cpu": 1}
+
+
+def test_a_single_tile_too_big_for_memory_names_the_model_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference, "_TILES_THAT_FIT", {})
+    with pytest.raises(
+        ModelError,
+        match=r"^model 'bound0' ran out of memory on cpu with a single "
+        r"tile of 4x5 pixels; use a smaller --tile-size$",
+    ):
+        predict_tiles(
+            *memory_bound(tmp_path, 0),
+            [tile(np.ones((4, 5), np.int64))] * 3,
+            [np.ones((4, 5), bool)] * 3,
+            0.5,
+            CPU,
+        )

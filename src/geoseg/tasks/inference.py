@@ -7,7 +7,7 @@ resolves pixels claimed by several instances in favour of the highest score.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,16 +115,72 @@ def predict_tiles(
             ),
             strict=True,
         )
-        try:
-            output = model(list(images))
-        # Exceptions raised inside TorchScript surface as torch.jit.Error, not as their own type.
-        except (torch.jit.Error, RuntimeError, ValueError, TypeError, IndexError) as exc:
-            raise ModelError(f"model {spec.name!r} failed: {last_line(exc)}") from None
+        output = _forward_in_memory(model, spec, list(images))
         detections = _check_output(output, spec, [image.shape[1:] for image in images])
         return [
             _resolve(detection, ok, score_threshold)
             for detection, ok in zip(detections, usable, strict=True)
         ]
+
+
+def _forward_in_memory(
+    model: torch.jit.ScriptModule, spec: ModelSpec, images: list[torch.Tensor]
+) -> object:
+    """The model's detections for ``images``, in as few forward passes as the device's memory
+    allows: a pass that runs out of memory is split in two and retried, and later batches on
+    the device start from the largest number of tiles that fitted."""
+    device = str(images[0].device)
+    largest = _TILES_THAT_FIT.get(device, len(images))
+    if len(images) > largest:
+        return _concatenate(
+            _forward_in_memory(model, spec, images[start : start + largest])
+            for start in range(0, len(images), largest)
+        )
+    try:
+        return _unwrap(model(images))
+    # Exceptions raised inside TorchScript surface as torch.jit.Error, not as their own type.
+    except (torch.jit.Error, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        if not _out_of_memory(exc):
+            raise ModelError(f"model {spec.name!r} failed: {last_line(exc)}") from None
+        if len(images) == 1:
+            height, width = images[0].shape[1:]
+            raise ModelError(
+                f"model {spec.name!r} ran out of memory on {device} with a single tile of "
+                f"{height}x{width} pixels; use a smaller --tile-size"
+            ) from None
+    if images[0].is_cuda:
+        torch.cuda.empty_cache()
+    half = len(images) // 2
+    _TILES_THAT_FIT[device] = min(half, _TILES_THAT_FIT.get(device, half))
+    return _concatenate(
+        _forward_in_memory(model, spec, part) for part in (images[:half], images[half:])
+    )
+
+
+_TILES_THAT_FIT: dict[str, int] = {}
+"""Per device, the most tiles one forward pass has managed since one ran out of memory."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
+
+
+def _unwrap(output: object) -> object:
+    # Scripted torchvision detection models return (losses, detections) instead of detections.
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], dict):
+        return output[1]
+    return output
+
+
+def _concatenate(outputs: Iterable[object]) -> object:
+    """One list of detections from the outputs of several passes; the first output that is not
+    a list is returned as it is, for the contract check to name."""
+    joined: list[object] = []
+    for output in outputs:
+        if not isinstance(output, list):
+            return output
+        joined.extend(output)
+    return joined
 
 
 def resize_prediction(prediction: TilePrediction, shape: tuple[int, int]) -> TilePrediction:
@@ -197,9 +253,6 @@ def _check_output(
     output: object, spec: ModelSpec, shapes: list[torch.Size]
 ) -> list[dict[str, torch.Tensor]]:
     model = f"model {spec.name!r}"
-    # Scripted torchvision detection models return (losses, detections) instead of detections.
-    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], dict):
-        output = output[1]
     if not isinstance(output, list) or len(output) != len(shapes):
         count = len(output) if isinstance(output, (list, tuple)) else type(output).__name__
         raise ModelError(
