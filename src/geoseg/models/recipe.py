@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from geoseg.models.augment import Augmentation
-from geoseg.models.contract import load_model, select_device
+from geoseg.models.contract import load_model, read_model_spec, select_device
 from geoseg.models.datasets import read_georeferenced, rename_classes
 from geoseg.models.evaluation import InstanceSet, evaluate_instances, format_table, predict_image
 from geoseg.models.segmenter import package_segmenter
@@ -168,11 +168,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def score(model_path: Path, data: Path, args: argparse.Namespace) -> dict[str, object]:
-    """The issue's figures of a model: held-out z21 buildings, then unseen synthetic scenes."""
-    return {
+    """The issue's figures of a model: held-out z21 buildings (also with test-time augmentation
+    when the model has it), then unseen synthetic scenes."""
+    z21 = {
         "z21": evaluate_raster(
             model_path, data / EVAL_RASTER, data / LABELS, args.threads, args.device
-        ),
+        )
+    }
+    if read_model_spec(model_path).tta:
+        z21["z21_tta"] = evaluate_raster(
+            model_path, data / EVAL_RASTER, data / LABELS, args.threads, args.device, tta=True
+        )
+    return {
+        **z21,
         "synthetic": evaluate_synthetic(model_path, args.synthetic_eval, args.threads, args.device),
     }
 
@@ -199,12 +207,17 @@ def evaluate_synthetic(
 
 
 def evaluate_raster(
-    model_path: Path, raster: Path, labels: Path, threads: int, device: str = "cpu"
+    model_path: Path,
+    raster: Path,
+    labels: Path,
+    threads: int,
+    device: str = "cpu",
+    tta: bool = False,
 ) -> dict[str, object]:
     """Score a model on a raster's labelled buildings (the issue's protocol: >= 2 m², clipped)."""
     torch.set_num_threads(threads)
     torch_device = select_device(device)
-    model, spec = load_model(model_path, torch_device)
+    model, spec = load_model(model_path, torch_device, tta)
     image, names = read_georeferenced(raster, labels, default_class="building", min_area_m2=2.0)
     (image,) = rename_classes([image], names, spec.classes)
     started = time.perf_counter()
