@@ -7,7 +7,7 @@ resolves pixels claimed by several instances in favour of the highest score.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,30 +115,43 @@ def predict_tiles(
             ),
             strict=True,
         )
-        output = _forward_in_memory(model, spec, list(images))
-        detections = _check_output(output, spec, [image.shape[1:] for image in images])
-        return [
-            _resolve(detection, ok, score_threshold)
-            for detection, ok in zip(detections, usable, strict=True)
-        ]
+        return _predict_in_memory(model, spec, list(images), list(usable), score_threshold, 0)
 
 
-def _forward_in_memory(
-    model: torch.jit.ScriptModule, spec: ModelSpec, images: list[torch.Tensor]
-) -> object:
-    """The model's detections for ``images``, in as few forward passes as the device's memory
-    allows: a pass that runs out of memory is split in two and retried, and later batches on
-    the device start from the largest number of tiles that fitted."""
+def _predict_in_memory(
+    model: torch.jit.ScriptModule,
+    spec: ModelSpec,
+    images: list[torch.Tensor],
+    usable: list[torch.Tensor],
+    score_threshold: float,
+    first: int,
+) -> list[TilePrediction]:
+    """Predictions for ``images`` (tiles ``first``, ``first + 1``, ... of the batch), in as few
+    forward passes as the device's memory allows.
+
+    A pass that runs out of memory is split in two and retried, and later batches on the device
+    start from the largest number of tiles that fitted. Each pass's detections become label maps
+    before the next pass runs, so their per-instance masks never pile up.
+    """
     device = str(images[0].device)
     largest = _TILES_THAT_FIT.get(device, len(images))
     if len(images) > largest:
-        return _concatenate(
-            _forward_in_memory(model, spec, images[start : start + largest])
+        return [
+            prediction
             for start in range(0, len(images), largest)
-        )
+            for prediction in _predict_in_memory(
+                model,
+                spec,
+                images[start : start + largest],
+                usable[start : start + largest],
+                score_threshold,
+                first + start,
+            )
+        ]
     try:
-        return _unwrap(model(images))
-    # Exceptions raised inside TorchScript surface as torch.jit.Error, not as their own type.
+        output = model(images)
+    # Exceptions raised inside TorchScript surface as torch.jit.Error or RuntimeError (a CUDA
+    # out-of-memory error included), not as their own type.
     except (torch.jit.Error, RuntimeError, ValueError, TypeError, IndexError) as exc:
         if not _out_of_memory(exc):
             raise ModelError(f"model {spec.name!r} failed: {last_line(exc)}") from None
@@ -148,13 +161,19 @@ def _forward_in_memory(
                 f"model {spec.name!r} ran out of memory on {device} with a single tile of "
                 f"{height}x{width} pixels; use a smaller --tile-size"
             ) from None
+    else:
+        detections = _check_output(output, spec, [image.shape[1:] for image in images], first)
+        return [
+            _resolve(detection, ok, score_threshold)
+            for detection, ok in zip(detections, usable, strict=True)
+        ]
     if images[0].is_cuda:
         torch.cuda.empty_cache()
     half = len(images) // 2
     _TILES_THAT_FIT[device] = min(half, _TILES_THAT_FIT.get(device, half))
-    return _concatenate(
-        _forward_in_memory(model, spec, part) for part in (images[:half], images[half:])
-    )
+    return _predict_in_memory(
+        model, spec, images[:half], usable[:half], score_threshold, first
+    ) + _predict_in_memory(model, spec, images[half:], usable[half:], score_threshold, first + half)
 
 
 _TILES_THAT_FIT: dict[str, int] = {}
@@ -163,24 +182,6 @@ _TILES_THAT_FIT: dict[str, int] = {}
 
 def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
-
-
-def _unwrap(output: object) -> object:
-    # Scripted torchvision detection models return (losses, detections) instead of detections.
-    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], dict):
-        return output[1]
-    return output
-
-
-def _concatenate(outputs: Iterable[object]) -> object:
-    """One list of detections from the outputs of several passes; the first output that is not
-    a list is returned as it is, for the contract check to name."""
-    joined: list[object] = []
-    for output in outputs:
-        if not isinstance(output, list):
-            return output
-        joined.extend(output)
-    return joined
 
 
 def resize_prediction(prediction: TilePrediction, shape: tuple[int, int]) -> TilePrediction:
@@ -250,9 +251,12 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _check_output(
-    output: object, spec: ModelSpec, shapes: list[torch.Size]
+    output: object, spec: ModelSpec, shapes: list[torch.Size], first: int = 0
 ) -> list[dict[str, torch.Tensor]]:
     model = f"model {spec.name!r}"
+    # Scripted torchvision detection models return (losses, detections) instead of detections.
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], dict):
+        output = output[1]
     if not isinstance(output, list) or len(output) != len(shapes):
         count = len(output) if isinstance(output, (list, tuple)) else type(output).__name__
         raise ModelError(
@@ -261,7 +265,7 @@ def _check_output(
     known = torch.tensor(sorted(spec.classes), dtype=torch.int64)
     checked = []
     for index, (detection, (height, width)) in enumerate(zip(output, shapes, strict=True)):
-        where = f"{model}, image {index}"
+        where = f"{model}, image {first + index}"
         if not isinstance(detection, dict):
             raise ModelError(f"{where}: expected a dict, got {type(detection).__name__}")
         for key in _KEYS:
