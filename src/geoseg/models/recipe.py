@@ -6,8 +6,9 @@
         --data ../shared/data/kampala --minutes 90 --threads 2
 
 Two stages share the time budget (``--pretrain-share`` of it on synthetic scenes of all three
-classes at 0.1-1 m, the rest on the labelled buildings of ``mosaic_z20_c1_rgb.tif`` mixed with
-synthetic scenes so that lawns and bridges are not forgotten). The held-out
+classes at 0.1-1 m, the rest on the labelled buildings of ``mosaic_z20_c1_rgb.tif``, whose roofs
+also teach the bridge channels what is not a bridge, mixed with synthetic scenes so that lawns
+and bridges are not forgotten). The held-out
 ``mosaic_z21_c0_rgb.tif`` is never trained on; with ``--evaluate`` it is scored at the end,
 resampled to the model's 0.15 m as ``geoseg run`` reads it, and so are synthetic scenes painted
 with seeds no training run uses. ``--score MODEL`` scores an existing model the same way.
@@ -126,8 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     )
     (kampala,) = rename_classes([image], names, CLASSES)
     kampala_train, kampala_val = split_validation([kampala], 0.15)
+    # Kampala has lawns the labels leave out, but no bridge: its roofs teach what is not a bridge.
     real = TrainingSource(
-        tuple(kampala_train), (3,), weight=3.0, augmentation=Augmentation(zoom=(0.67, 1.5))
+        tuple(kampala_train), (2, 3), weight=3.0, augmentation=Augmentation(zoom=(0.67, 1.5))
     )
     fine_config = TrainingConfig(
         **common,
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         checkpoint_every=50,
     )
     fine_val = [
-        make_batch([TrainingSource(tuple(kampala_val), (3,))], fine_config, rng, augment=False)
+        make_batch([TrainingSource(tuple(kampala_val), (2, 3))], fine_config, rng, augment=False)
         for _ in range(2)
     ]
     net, fine = train(
