@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from geoseg.models.recipe import evaluate_synthetic, main
+from geoseg.models.recipe import SEED_THRESHOLDS, evaluate_synthetic, main, tune_seed_threshold
 from geoseg.models.segmenter import package_segmenter
-from geoseg.models.synthetic import CLASSES
+from geoseg.models.synthetic import CLASSES, synthetic_images
 from geoseg.models.training import MEAN, STD
 from geoseg.models.unet import UNet
 
 
-def test_synthetic_scores_cover_every_class_of_unseen_scenes(tmp_path: Path) -> None:
+def tiny_model(folder: Path) -> Path:
     torch.manual_seed(0)
-    model = tmp_path / "tiny.pt"
+    model = folder / "tiny.pt"
     package_segmenter(
         UNet(3, len(CLASSES), widths=(4, 8)), model, classes=CLASSES, mean=MEAN, std=STD
     )
+    return model
+
+
+def test_synthetic_scores_cover_every_class_of_unseen_scenes(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path)
 
     report = evaluate_synthetic(model, count=2, threads=1)
 
@@ -32,3 +39,23 @@ def test_synthetic_scores_cover_every_class_of_unseen_scenes(tmp_path: Path) -> 
 def test_the_recipe_needs_a_model_to_write_or_to_score() -> None:
     with pytest.raises(SystemExit):
         main(["--minutes", "1"])
+
+
+def test_the_seed_threshold_is_tuned_over_every_candidate_and_group(tmp_path: Path) -> None:
+    scenes = synthetic_images(3, size=96, seed=7)
+    empty = replace(
+        scenes[0], instances=np.zeros_like(scenes[0].instances), classes=scenes[0].classes[:0]
+    )
+
+    chosen, scores = tune_seed_threshold(
+        tiny_model(tmp_path),
+        {"a": scenes[:2], "b": [scenes[2], empty]},
+        threads=1,
+        device=torch.device("cpu"),
+    )
+
+    assert set(scores) == set(SEED_THRESHOLDS)
+    assert scores[chosen]["mean"] == max(s["mean"] for s in scores.values())
+    for groups in scores.values():
+        assert set(groups) == {"a", "b", "mean"}
+        assert all(0.0 <= f1 <= 1.0 for f1 in groups.values())

@@ -147,16 +147,19 @@ def package_segmenter(
     name: str | None = None,
     precision: str = "auto",
     gsd_m: float | None = None,
+    seed_threshold: float = 0.6,
 ) -> ModelSpec:
     """Wrap ``net`` in an `InstanceSegmenter` and write it as a geoseg model file.
 
     ``classes`` must number the network's classes 1..K in output order; ``gsd_m`` is the ground
-    resolution (m/pixel) it was trained for. The file offers test-time augmentation, off unless
-    the loader switches it on (``geoseg run --tta``).
+    resolution (m/pixel) it was trained for; ``seed_threshold`` is the decoding's (see
+    `geoseg.models.instances.decode_instances`). The file offers test-time augmentation, off
+    unless the loader switches it on (``geoseg run --tta``).
     """
     if sorted(classes) != list(range(1, net.num_classes + 1)):
         raise ValueError(f"classes must be numbered 1..{net.num_classes}, got {sorted(classes)}")
-    module = InstanceSegmenter(net.cpu(), precision=precision).eval()
+    module = InstanceSegmenter(net.cpu(), precision=precision, seed_threshold=seed_threshold)
+    module.eval()
     return package_model(
         module,
         path,
