@@ -33,6 +33,18 @@ def test_without_contact_the_pair_is_one_object() -> None:
     assert classes.tolist() == [1]
 
 
+def test_seed_erosion_cuts_the_neck_through_a_gap_in_the_boundary() -> None:
+    p = _touching_pair(contact=True)
+    # The predicted contact line misses two rows: the two seeds meet through that gap.
+    p[2, 9:11, 14:16] = 0.0
+    assert decode_instances(p)[1].tolist() == [1]
+    labels, classes, _ = decode_instances(p, seed_erosion_px=2)
+    assert classes.tolist() == [1, 1]
+    assert labels[10, 5].item() != labels[10, 24].item()
+    # Eroded seeds grow back: together the two instances still cover the whole body.
+    assert int((labels > 0).sum()) == 10 * 24
+
+
 def test_classes_scores_and_small_objects() -> None:
     p = torch.zeros(9, 32, 32)
     p[6, 2:12, 2:12] = 0.8  # a building

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.models.recipe import SEED_THRESHOLDS, evaluate_synthetic, main, tune_seed_threshold
+from geoseg.models.recipe import (
+    SEED_EROSIONS_PX,
+    SEED_THRESHOLDS,
+    evaluate_synthetic,
+    main,
+    tune_decoding,
+)
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES, synthetic_images
 from geoseg.models.training import MEAN, STD
@@ -41,21 +47,22 @@ def test_the_recipe_needs_a_model_to_write_or_to_score() -> None:
         main(["--minutes", "1"])
 
 
-def test_the_seed_threshold_is_tuned_over_every_candidate_and_group(tmp_path: Path) -> None:
+def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) -> None:
     scenes = synthetic_images(3, size=96, seed=7)
     empty = replace(
         scenes[0], instances=np.zeros_like(scenes[0].instances), classes=scenes[0].classes[:0]
     )
 
-    chosen, scores = tune_seed_threshold(
+    chosen, scores = tune_decoding(
         tiny_model(tmp_path),
         {"a": scenes[:2], "b": [scenes[2], empty]},
         threads=1,
         device=torch.device("cpu"),
     )
 
-    assert set(scores) == set(SEED_THRESHOLDS)
-    assert scores[chosen]["mean"] == max(s["mean"] for s in scores.values())
-    for groups in scores.values():
-        assert set(groups) == {"a", "b", "mean"}
-        assert all(0.0 <= f1 <= 1.0 for f1 in groups.values())
+    pairs = {(row["seed_threshold"], row["seed_erosion_px"]) for row in scores}
+    assert pairs == {(t, e) for t in SEED_THRESHOLDS for e in SEED_EROSIONS_PX}
+    best = max(scores, key=lambda row: row["mean"])
+    assert chosen == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
+    for row in scores:
+        assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))

@@ -61,6 +61,7 @@ def decode_instances(
     min_pixels: int = 16,
     max_grow_steps: int = 48,
     max_component_steps: int = 64,
+    seed_erosion_px: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Instances from per-class body, boundary and contact probabilities ``[3K, H, W]``.
 
@@ -79,6 +80,9 @@ def decode_instances(
     max_grow_steps, max_component_steps
         Caps on the growing steps (pixels from a seed to the object's edge) and on the
         connected-component steps (see `geoseg.models.greenery.label_components`).
+    seed_erosion_px
+        Seeds are eroded by this many pixels before they are labelled, which cuts the thin
+        necks through gaps in a predicted boundary that would join two touching objects' seeds.
 
     Returns
     -------
@@ -113,6 +117,10 @@ def decode_instances(
         boundary = boundary[r0:r1, c0:c1]
         contact = contact[r0:r1, c0:c1]
         seeds = region & (body * (1.0 - boundary) * (1.0 - contact) > seed_threshold)
+        if seed_erosion_px > 0:
+            size = 2 * seed_erosion_px + 1
+            outside = (~seeds).to(torch.float32).view(1, 1, seeds.shape[0], seeds.shape[1])
+            seeds = F.max_pool2d(outside, size, 1, seed_erosion_px).view(seeds.shape) == 0
         seed_labels, seed_count = relabel_consecutive(label_components(seeds, max_component_steps))
         if seed_count > 0:
             seed_sizes = torch.bincount(seed_labels.flatten(), minlength=seed_count + 1)

@@ -54,7 +54,9 @@ SYNTHETIC_EVAL_SEED = 10**9
 TRAINING_GSD_M = 0.15
 """Ground resolution of the fine-tuning raster; zoom augmentation spreads it over 0.1-0.22 m."""
 SEED_THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
-"""Decoding seed thresholds tried on the validation images; the best one is shipped."""
+SEED_EROSIONS_PX = (0, 2, 4)
+"""Decoding seed thresholds and seed erosions tried on the validation images; the best pair is
+shipped in the model file."""
 
 
 def _stage_summary(result: TrainingResult) -> dict[str, float | int | None]:
@@ -174,47 +176,63 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         gsd_m=TRAINING_GSD_M,
     )
     package()
-    seed, scores = tune_seed_threshold(
+    decoding, scores = tune_decoding(
         out, {"kampala": kampala_val, "synthetic": held_scenes}, args.threads, device
     )
-    summary["seed_threshold"] = {"chosen": seed, "validation_f1": scores}
-    spec = package(seed_threshold=seed)
+    summary["decoding"] = {"chosen": decoding, "validation_f1": scores}
+    spec = package(
+        seed_threshold=decoding["seed_threshold"],
+        seed_erosion_px=int(decoding["seed_erosion_px"]),
+    )
     summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
     if args.evaluate:
         summary |= score(out, data, args)
     return summary
 
 
-def tune_seed_threshold(
+def tune_decoding(
     model_path: Path,
     validation: Mapping[str, Sequence[LabelledImage]],
     threads: int,
     device: torch.device,
-) -> tuple[float, dict[float, dict[str, float]]]:
-    """The decoding's seed threshold that scores best on the validation images; and the scores.
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The decoding's seed threshold and seed erosion that score best on the validation images;
+    and the scores of every pair tried.
 
     Images are read as they are (Kampala is at the model's resolution; synthetic scenes at
-    0.1-1 m, as in pre-training). An image with objects scores the mean F1 at IoU 0.5 over their classes; a group of images
-    (real, synthetic) their mean; a threshold the mean over groups. Higher thresholds split
-    touching objects apart, lower ones keep thin objects whole.
+    0.1-1 m, as in pre-training). An image with objects scores the mean F1 at IoU 0.5 over their
+    classes; a group of images (real, synthetic) their mean; a pair the mean over groups.
+    Higher thresholds and wider erosions split touching objects apart, lower ones keep thin
+    objects whole.
     """
     torch.set_num_threads(threads)
     model, spec = load_model(model_path, device)
-    scores: dict[float, dict[str, float]] = {}
-    for threshold in SEED_THRESHOLDS:
-        model.seed_threshold = threshold
-        groups = {
-            name: float(
-                np.mean(
-                    [_mean_f1(model, spec, image, device) for image in images if len(image.classes)]
+    scores: list[dict[str, float]] = []
+    for erosion in SEED_EROSIONS_PX:
+        for threshold in SEED_THRESHOLDS:
+            model.seed_threshold, model.seed_erosion_px = threshold, erosion
+            groups = {
+                name: float(
+                    np.mean(
+                        [
+                            _mean_f1(model, spec, image, device)
+                            for image in images
+                            if len(image.classes)
+                        ]
+                    )
                 )
-            )
-            for name, images in validation.items()
-        }
-        scores[threshold] = {name: round(f1, 4) for name, f1 in groups.items()}
-        scores[threshold]["mean"] = round(float(np.mean(list(groups.values()))), 4)
-        print(f"[tune] seed threshold {threshold}: validation F1 {scores[threshold]}", flush=True)
-    return max(scores, key=lambda t: scores[t]["mean"]), scores
+                for name, images in validation.items()
+            }
+            row = {"seed_threshold": threshold, "seed_erosion_px": erosion}
+            row |= {name: round(f1, 4) for name, f1 in groups.items()}
+            row["mean"] = round(float(np.mean(list(groups.values()))), 4)
+            print(f"[tune] {row}", flush=True)
+            scores.append(row)
+    best = max(scores, key=lambda row: row["mean"])
+    return {
+        "seed_threshold": best["seed_threshold"],
+        "seed_erosion_px": best["seed_erosion_px"],
+    }, scores
 
 
 def _mean_f1(

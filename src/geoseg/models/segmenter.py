@@ -39,7 +39,7 @@ class InstanceSegmenter(nn.Module):
         Run the network in channels-last memory layout (faster convolutions on CPU and GPU).
     tta : bool
         Average the probabilities over the 8 flips and 90-degree rotations (8x slower).
-    body_threshold, seed_threshold, min_seed_pixels, min_pixels
+    body_threshold, seed_threshold, min_seed_pixels, min_pixels, seed_erosion_px
         Decoding parameters, see `geoseg.models.instances.decode_instances`.
     """
 
@@ -53,6 +53,7 @@ class InstanceSegmenter(nn.Module):
         seed_threshold: float = 0.6,
         min_seed_pixels: int = 4,
         min_pixels: int = 16,
+        seed_erosion_px: int = 0,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -66,6 +67,7 @@ class InstanceSegmenter(nn.Module):
         self.seed_threshold = seed_threshold
         self.min_seed_pixels = min_seed_pixels
         self.min_pixels = min_pixels
+        self.seed_erosion_px = seed_erosion_px
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Detections per image, torchvision style (see `geoseg.models.contract`)."""
@@ -115,6 +117,7 @@ class InstanceSegmenter(nn.Module):
             self.seed_threshold,
             self.min_seed_pixels,
             self.min_pixels,
+            seed_erosion_px=self.seed_erosion_px,
         )
         order = torch.argsort(scores, descending=True)
         masks = labels.unsqueeze(0) == (order + 1)[:, None, None]
@@ -148,17 +151,23 @@ def package_segmenter(
     precision: str = "auto",
     gsd_m: float | None = None,
     seed_threshold: float = 0.6,
+    seed_erosion_px: int = 0,
 ) -> ModelSpec:
     """Wrap ``net`` in an `InstanceSegmenter` and write it as a geoseg model file.
 
     ``classes`` must number the network's classes 1..K in output order; ``gsd_m`` is the ground
-    resolution (m/pixel) it was trained for; ``seed_threshold`` is the decoding's (see
-    `geoseg.models.instances.decode_instances`). The file offers test-time augmentation, off
-    unless the loader switches it on (``geoseg run --tta``).
+    resolution (m/pixel) it was trained for; ``seed_threshold`` and ``seed_erosion_px`` are the
+    decoding's (see `geoseg.models.instances.decode_instances`). The file offers test-time
+    augmentation, off unless the loader switches it on (``geoseg run --tta``).
     """
     if sorted(classes) != list(range(1, net.num_classes + 1)):
         raise ValueError(f"classes must be numbered 1..{net.num_classes}, got {sorted(classes)}")
-    module = InstanceSegmenter(net.cpu(), precision=precision, seed_threshold=seed_threshold)
+    module = InstanceSegmenter(
+        net.cpu(),
+        precision=precision,
+        seed_threshold=seed_threshold,
+        seed_erosion_px=seed_erosion_px,
+    )
     module.eval()
     return package_model(
         module,
