@@ -27,7 +27,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.models.contract import ModelSpec, load_model, read_model_spec
-from geoseg.models.greenery import default_model_path
+from geoseg.models.shipped import GREENERY_MODEL, shipped_model_path
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.reading import read_tile
 from geoseg.tasks.stitch import crop, cut_pieces, match_overlaps, stitch_objects
@@ -214,7 +214,9 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--model", default=str(default_model_path()), help="default: built-in")
+    parser.add_argument(
+        "--model", default=str(shipped_model_path(GREENERY_MODEL)), help="default: greenery"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "scale", "stitch"])
     args = parser.parse_args()
     cores = os.cpu_count() or 1

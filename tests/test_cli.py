@@ -58,15 +58,17 @@ def test_run_writes_a_geopackage_on_a_local_cluster(
 
 @pytest.mark.e2e
 def test_bundled_sample_runs_with_the_built_in_model(tmp_path: Path) -> None:
-    out = tmp_path / "zurich.gpkg"
-    code, output = invoke("run", REPO / "samples" / "zurich_lawns.tif", "-o", out, "--workers", "1")
+    out = tmp_path / "kampala.gpkg"
+    sample = REPO / "samples" / "kampala_buildings.tif"
+    code, output = invoke("run", sample, "-o", out, "--workers", "1")
     assert code == 0, output
-    vegetation = pyogrio.read_dataframe(out, layer="vegetation")
-    assert len(vegetation) > 20
-    assert vegetation.crs.to_epsg() == 2056
-    assert vegetation.geometry.is_valid.all()
-    # lawns and trees cover a good part of the sample but far from all of it (437.5 m x 300 m)
-    assert 0.05 * 131_250 < vegetation["area_m2"].sum() < 0.6 * 131_250
+    assert {name for name, _ in pyogrio.list_layers(out)} >= {"lawn", "bridge", "building"}
+    buildings = pyogrio.read_dataframe(out, layer="building")
+    assert len(buildings) > 60
+    assert buildings.crs.to_epsg() == 3857
+    assert buildings.geometry.is_valid.all()
+    # roofs cover about 59 % of this dense block (76 m x 76 m; 3,455 m² of labelled buildings)
+    assert 0.4 * 5_840 < buildings["area_m2"].sum() < 0.75 * 5_840
 
 
 def bad_inputs(

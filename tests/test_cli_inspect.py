@@ -22,6 +22,7 @@ from geoseg.cli.main import cli
 from geoseg.config import RunConfig
 from geoseg.flows.segment import plan_raster
 from geoseg.models.contract import read_model_spec
+from geoseg.models.shipped import GREENERY_MODEL, shipped_model_path
 from geoseg.tasks.batch import segment_batch
 from geoseg.tasks.reading import describe_raster
 from tests.oracle_model import write_oracle_model
@@ -48,10 +49,15 @@ def test_inspect_utm_raster_with_the_built_in_model(make_raster) -> None:
     assert field(out, "resolution").startswith("0.5 x 0.5 metre (CRS units); 0.500 m on the")
     assert field(out, "bounds") == "500000, 39985, 500020, 40000 (left, bottom, right, top)"
     assert field(out, "nodata") == "value 0"
-    assert field(out, "model") == "greenery: reads band(s) 1, 2, 3; classes vegetation"
-    # the model recommends 512 px tiles and 64 px overlap: one tile covers 40 x 30 px
+    assert field(out, "model") == (
+        "geoseg-default: reads band(s) 1, 2, 3; classes lawn, bridge, building"
+    )
+    # the model sees 512 px tiles at 0.15 m: 154 px of this 0.5 m raster, one tile covers it all
+    assert field(out, "gsd") == (
+        "0.15 m (the model's): read at 0.15 m: 154 px raster tiles resampled to 514 px"
+    )
     assert field(out, "tiling") == (
-        "512 px tiles, 64 px overlap: 1 tile(s), 1 column(s) x 1 row(s) "
+        "154 px tiles, 19 px overlap: 1 tile(s), 1 column(s) x 1 row(s) "
         "(tile size and overlap from the model)"
     )
 
@@ -112,7 +118,7 @@ def test_inspect_bad_input_is_one_line_and_exit_2(
         "no crs": [make_raster(np.zeros((3, 20, 20), dtype=np.uint8), name="nocrs.tif", crs=None)],
         "bad tiling": [good, "--tile-size", "32", "--overlap", "20"],
         "bad model": [good, "--model", model],
-        "no tta": [good, "--tta"],
+        "no tta": [good, "--model", shipped_model_path(GREENERY_MODEL), "--tta"],
         "bad gsd": [good, "--gsd", "-1"],
     }
     code, out, err = invoke("inspect", *args[make_args])

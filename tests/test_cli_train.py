@@ -117,6 +117,21 @@ def test_train_chips_evaluate(labelled_raster: tuple[Path, Path], tmp_path: Path
     assert figures["true_positives"] + figures["false_negatives"] == 2
 
 
+def test_fine_tuning_starts_from_the_shipped_weights(
+    labelled_raster: tuple[Path, Path], tmp_path: Path
+) -> None:
+    raster, labels = labelled_raster
+    model = tmp_path / "tuned.pt"
+    args = ["train", str(model), "--raster", str(raster), "--labels", str(labels)]
+    args += ["--class-column", "kind", "--init", "default", "--iterations", "1"]
+    args += ["--batch-size", "1", "--tile-size", "32", "--threads", "1", "--val-fraction", "0.25"]
+
+    trained = CliRunner().invoke(cli, args)
+
+    assert trained.exit_code == 0, trained.output
+    assert read_model_spec(model).classes == {1: "lawn", 2: "bridge", 3: "building"}
+
+
 def test_conflicting_sources_are_one_line_errors(
     labelled_raster: tuple[Path, Path], tmp_path: Path
 ) -> None:

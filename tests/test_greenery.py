@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from geoseg.models.contract import ModelSpec, load_model, read_model_spec
-from geoseg.models.greenery import build, default_model_path, label_components, main
+from geoseg.models.greenery import build, label_components, main
+from geoseg.models.shipped import GREENERY_MODEL, shipped_model_path
 from geoseg.tasks.inference import TilePrediction, predict_tiles
 
 CPU = torch.device("cpu")
@@ -161,7 +162,7 @@ def test_label_components_matches_flood_fill(case: str) -> None:
 def test_shipped_model_matches_build(
     built: tuple[torch.jit.ScriptModule, ModelSpec],
 ) -> None:
-    shipped = read_model_spec(default_model_path())
+    shipped = read_model_spec(shipped_model_path(GREENERY_MODEL))
     fresh = built[1]
     fields = ("name", "classes", "bands", "scale", "mean", "std", "tile_size", "overlap")
     assert {f: getattr(shipped, f) for f in fields} == {f: getattr(fresh, f) for f in fields}
@@ -174,7 +175,10 @@ def test_shipped_model_matches_build(
     pixels = image()
     paint(pixels, disk((120, 160), 60, 80, 30), TREE)
     paint(pixels, disk((120, 160), 20, 20, 12), LAWN)
-    ours, theirs = segment(built, pixels), segment(load_model(default_model_path(), CPU), pixels)
+    ours, theirs = (
+        segment(built, pixels),
+        segment(load_model(shipped_model_path(GREENERY_MODEL), CPU), pixels),
+    )
     assert ours.count == 2
     np.testing.assert_array_equal(ours.labels, theirs.labels)
     np.testing.assert_array_equal(ours.scores, theirs.scores)

@@ -21,7 +21,7 @@ from geoseg.flows.segment import (
     segment_rasters,
 )
 from geoseg.models.contract import check_tta, read_model_spec
-from geoseg.models.greenery import default_model_path
+from geoseg.models.shipped import default_model_path
 from geoseg.tasks.destination import cache_anchor, check_s3_output
 from geoseg.tasks.reading import describe_raster
 from geoseg.tasks.sources import DEFAULT_STAC_ASSET, expand_inputs

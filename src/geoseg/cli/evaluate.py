@@ -75,8 +75,8 @@ def evaluate_command(
         format_table,
         predict_image,
     )
-    from geoseg.models.greenery import default_model_path
     from geoseg.models.labels import load_labelled
+    from geoseg.models.shipped import default_model_path
     from geoseg.tasks.inference import configure_torch_threads
 
     if threads is not None:

@@ -401,7 +401,7 @@ def inspect_raster(raster: str, config: RunConfig, estimate: bool = True) -> Ras
 
     from geoseg.flows.segment import plan_raster
     from geoseg.models.contract import check_tta, read_model_spec
-    from geoseg.models.greenery import default_model_path
+    from geoseg.models.shipped import default_model_path
     from geoseg.tasks.measure import pixel_size_m
     from geoseg.tasks.reading import describe_raster, gdal_env
 

@@ -34,7 +34,7 @@ DEFAULT_CLASSES = "lawn,bridge,building"
     "--init",
     "init_checkpoint",
     type=click.Path(path_type=Path),
-    help="Fine-tune from this checkpoint.",
+    help="Fine-tune from this checkpoint ('default': the shipped model's weights).",
 )
 @click.option(
     "--checkpoint",
@@ -98,6 +98,7 @@ def train_command(
     from geoseg.models.contract import select_device
     from geoseg.models.labels import load_labelled
     from geoseg.models.segmenter import package_segmenter
+    from geoseg.models.shipped import default_weights_path
     from geoseg.models.synthetic import synthetic_images
     from geoseg.models.training import (
         MEAN,
@@ -162,6 +163,8 @@ def train_command(
     )
     rng = np.random.default_rng([seed, 2**31 - 1])
     validation = [make_batch(validation_images, config, rng, augment=False) for _ in range(2)]
+    if init_checkpoint is not None and str(init_checkpoint) == "default":
+        init_checkpoint = default_weights_path()
     initial = network_from_checkpoint(load_checkpoint(init_checkpoint)) if init_checkpoint else None
     checkpoint = checkpoint or output.with_suffix(".ckpt")
     with training_progress(iterations) as report:

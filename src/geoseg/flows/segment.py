@@ -30,7 +30,7 @@ from geoseg import progress
 from geoseg.config import RunConfig, run_file_document
 from geoseg.errors import GeosegError, RasterError, RemoteReadError
 from geoseg.models.contract import ModelSpec, read_model_spec
-from geoseg.models.greenery import default_model_path
+from geoseg.models.shipped import default_model_path
 from geoseg.tasks.batch import BatchReport, segment_batch
 from geoseg.tasks.cache import batch_folder, clear_cache
 from geoseg.tasks.destination import cache_anchor, upload_output

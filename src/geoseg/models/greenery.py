@@ -15,13 +15,11 @@ Regenerate the shipped file with ``python -m geoseg.models.greenery OUT.pt``.
 from __future__ import annotations
 
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 
-from geoseg.errors import ModelError
 from geoseg.models.contract import ModelSpec, package_model
 
 CLASSES = {1: "vegetation"}
@@ -180,17 +178,6 @@ def build(path: str | Path) -> ModelSpec:
         overlap=OVERLAP,
         name="greenery",
     )
-
-
-def default_model_path() -> Path:
-    """Path of the greenery model file shipped inside the package."""
-    resource = files("geoseg.models").joinpath("builtin", "greenery.pt")
-    if not isinstance(resource, Path) or not resource.is_file():
-        raise ModelError(
-            f"the built-in model {resource} is missing from this installation; reinstall geoseg "
-            "or regenerate it with python -m geoseg.models.greenery"
-        )
-    return resource
 
 
 def main(argv: list[str]) -> int:

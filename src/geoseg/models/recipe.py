@@ -12,7 +12,8 @@ and bridges are not forgotten). The held-out
 ``mosaic_z21_c0_rgb.tif`` is never trained on; with ``--evaluate`` it is scored at the end,
 resampled to the model's 0.15 m as ``geoseg run`` reads it, and so are synthetic scenes painted
 with seeds no training run uses. ``--score MODEL`` scores an existing model the same way.
-Checkpoints of both stages go beside ``--out``; ``--resume`` continues an interrupted stage.
+Checkpoints of both stages go beside ``--out``; ``--resume`` continues an interrupted stage. The
+weights alone go beside it too (``.ckpt``), for ``geoseg train --init`` to fine-tune from.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from geoseg.models.training import (
     TrainingResult,
     TrainingSource,
     make_batch,
+    save_weights,
     split_validation,
     train,
 )
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         seed_threshold=decoding["seed_threshold"],
         seed_erosion_px=int(decoding["seed_erosion_px"]),
     )
+    save_weights(out.with_suffix(".ckpt"), net, fine_config)
     summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
     if args.evaluate:
         summary |= score(out, data, args)

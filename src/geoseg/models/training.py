@@ -255,6 +255,22 @@ def save_checkpoint(
     temporary.replace(target)
 
 
+def save_weights(path: str | Path, net: UNet, config: TrainingConfig) -> None:
+    """Write a checkpoint of the weights alone (no optimiser, no position in a run): what
+    ``geoseg train --init`` fine-tunes from, a third of a full checkpoint's size."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.tmp")
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "model": net.state_dict(),
+        "config": _config_document(config),
+        "mean": list(MEAN),
+        "std": list(STD),
+    }
+    torch.save(document, temporary)
+    temporary.replace(target)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``); one-line `ModelError` if unusable."""
     file = Path(path)
