@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 import numpy as np
 import numpy.typing as npt
@@ -525,10 +526,12 @@ def synthetic_images(
     """``count`` synthetic scenes as labelled images (scene ``i`` uses seed ``seed + i``).
 
     ``workers`` > 1 paints scenes in that many processes; the scenes are the same either way.
+    The processes are spawned, not forked: a fork of a process whose torch or Dask threads hold
+    locks can hang.
     """
     seeds = range(seed, seed + count)
     if workers > 1 and count > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             scenes = list(pool.map(generate_scene, seeds, [size] * count, chunksize=4))
     else:
         scenes = [generate_scene(scene_seed, size) for scene_seed in seeds]
