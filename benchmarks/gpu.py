@@ -34,13 +34,14 @@ from pathlib import Path
 import rasterio
 import torch
 
-from geoseg.models.contract import ModelSpec, load_model, read_model_spec, select_device
+from geoseg.models.contract import load_model, read_model_spec, select_device
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES
 from geoseg.models.training import MEAN, STD
 from geoseg.models.unet import UNet
 from geoseg.tasks import inference
 from geoseg.tasks.batch import segment_batch
+from geoseg.tasks.inference import model_input
 from geoseg.tasks.reading import read_tile
 from geoseg.tasks.tiling import Tile, plan_tiles
 from pipeline import write_scene
@@ -60,23 +61,13 @@ def groups(tiles: list[Tile], size: int) -> list[list[Tile]]:
     return [tiles[i : i + size] for i in range(0, len(tiles), size)]
 
 
-def standardised(pixels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """Raw band values as the pipeline feeds them to the model: scaled, then standardised."""
-    image = pixels * spec.scale
-    if spec.mean is not None and spec.std is not None:
-        mean = torch.tensor(spec.mean, dtype=image.dtype)[:, None, None]
-        std = torch.tensor(spec.std, dtype=image.dtype)[:, None, None]
-        image = (image - mean) / std
-    return image
-
-
 def forward_rate(raster: Path, model_path: Path, device: torch.device, batch: int) -> float:
     """Megapixels per second of the model alone, over tiles read beforehand."""
     model, spec = load_model(model_path, device)
     with rasterio.open(raster) as src:
         tiles = plan_tiles(src.width, src.height, spec.tile_size or 512, spec.overlap or 64)
         pixels = [read_tile(src, tile, spec.bands)[0] for tile in tiles[: batch * 8]]
-    images = [standardised(torch.from_numpy(p), spec).to(device) for p in pixels]
+    images = [model_input(torch.from_numpy(p), spec).to(device) for p in pixels]
     with torch.inference_mode():
         model(images[:batch])
         if device.type == "cuda":

@@ -26,9 +26,9 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.models.contract import ModelSpec, load_model, read_model_spec
+from geoseg.models.contract import load_model, read_model_spec
 from geoseg.models.shipped import GREENERY_MODEL, shipped_model_path
-from geoseg.tasks.inference import TilePrediction
+from geoseg.tasks.inference import TilePrediction, model_input
 from geoseg.tasks.reading import read_tile
 from geoseg.tasks.stitch import crop, cut_pieces, match_overlaps, stitch_objects
 from geoseg.tasks.tiling import Tile, plan_tiles
@@ -145,22 +145,12 @@ def bare_forward(raster: Path, threads: int, args: argparse.Namespace) -> dict[s
             t0 = time.perf_counter()
             batch = [read_tile(src, tile, spec.bands) for tile in tiles[i : i + args.batch_size]]
             t1 = time.perf_counter()
-            images = [standardise(pixels, spec) for pixels, _ in batch]
+            images = [model_input(torch.from_numpy(pixels), spec) for pixels, _ in batch]
             with torch.inference_mode():
                 model(images)
             forward += time.perf_counter() - t1
             read += t1 - t0
     return {"forward_s": forward, "read_s": read, "tiles": len(tiles)}
-
-
-def standardise(pixels: np.ndarray, spec: ModelSpec) -> torch.Tensor:
-    """A tile as the model sees it: scaled, then standardised if the model says so."""
-    image = torch.from_numpy(pixels * spec.scale)
-    if spec.mean is not None and spec.std is not None:
-        mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
-        image = (image - mean) / std
-    return image
 
 
 def stitch_throughput(size: int, args: argparse.Namespace) -> dict[str, float]:

@@ -228,17 +228,24 @@ def _prepare(
         raise RasterError(
             f"tile {index}: validity mask {ok.shape} does not match pixels {tile.shape[1:]}"
         )
-    image = to_device(np.array(tile, dtype=np.float32), device) * spec.scale
-    if spec.mean is not None and spec.std is not None:
-        mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
-        std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
-        image = (image - mean) / std
+    image = model_input(to_device(np.array(tile, dtype=np.float32), device), spec)
     usable = to_device(np.array(ok, dtype=bool), device)
     usable &= torch.isfinite(image).all(dim=0)
     # Zero is the band mean once standardised: the least informative value to the network, and it
     # keeps fill values such as -9999 from producing edges or detections.
     image = torch.where(usable, image, torch.zeros((), device=device))
     return image, usable
+
+
+def model_input(pixels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """Raw float32 band values ``[C, h, w]`` as the model takes them: multiplied by the spec's
+    ``scale``, then standardised with its ``mean`` and ``std`` when it has them."""
+    image = pixels * spec.scale
+    if spec.mean is not None and spec.std is not None:
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=image.device)[:, None, None]
+        std = torch.tensor(spec.std, dtype=torch.float32, device=image.device)[:, None, None]
+        image = (image - mean) / std
+    return image
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
