@@ -239,30 +239,29 @@ def save_checkpoint(
     total: int,
 ) -> None:
     """Write a checkpoint that `load_checkpoint` reads with ``weights_only=True``."""
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.tmp")
-    document = {
-        "format": CHECKPOINT_FORMAT,
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "iteration": iteration,
-        "total": total,
-        "config": _config_document(config),
-        "mean": list(MEAN),
-        "std": list(STD),
-    }
-    torch.save(document, temporary)
-    temporary.replace(target)
+    _write_checkpoint(
+        path,
+        net,
+        config,
+        optimizer=optimizer.state_dict(),
+        iteration=iteration,
+        total=total,
+    )
 
 
 def save_weights(path: str | Path, net: UNet, config: TrainingConfig) -> None:
     """Write a checkpoint of the weights alone (no optimiser, no position in a run): what
     ``geoseg train --init`` fine-tunes from, a third of a full checkpoint's size."""
+    _write_checkpoint(path, net, config)
+
+
+def _write_checkpoint(path: str | Path, net: UNet, config: TrainingConfig, **run: Any) -> None:
     target = Path(path)
     temporary = target.with_name(f".{target.name}.tmp")
     document = {
         "format": CHECKPOINT_FORMAT,
         "model": net.state_dict(),
+        **run,
         "config": _config_document(config),
         "mean": list(MEAN),
         "std": list(STD),
