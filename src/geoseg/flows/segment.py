@@ -194,10 +194,12 @@ def batch_resources(device: str) -> dict[str, float]:
 class RasterPlan:
     """How a run tiles one raster.
 
-    ``scale`` is model pixels per raster pixel (1.0: tiles read as they are), ``tiling`` the
+    ``gsd_m`` is the ground resolution the model runs at (``--gsd``, else the model's; None:
+    any), ``scale`` model pixels per raster pixel (1.0: tiles read as they are), ``tiling`` the
     tile size and overlap in raster pixels, ``tiles`` the plan.
     """
 
+    gsd_m: float | None
     scale: float
     tiling: tuple[int, int]
     tiles: tuple[Tile, ...]
@@ -209,9 +211,10 @@ def plan_raster(config: RunConfig, spec: ModelSpec, raster: RasterInfo) -> Raste
 
     ``geoseg inspect`` plans with this too, so it shows exactly the tiles a run would make.
     """
-    scale = model_scale(raster, config.gsd_m or spec.gsd_m)
+    gsd_m = config.gsd_m or spec.gsd_m
+    scale = model_scale(raster, gsd_m)
     tiling = config.tiling(spec.tile_size, spec.overlap, scale)
-    return RasterPlan(scale, tiling, plan_tiles(raster.width, raster.height, *tiling))
+    return RasterPlan(gsd_m, scale, tiling, plan_tiles(raster.width, raster.height, *tiling))
 
 
 def submit_raster(
