@@ -8,9 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from geoseg.models.contract import ModelSpec, load_model, read_model_spec
-from geoseg.models.greenery import build, label_components, main
+from geoseg.models.greenery import (
+    build,
+    label_components,
+    main,
+    neighbourhood_max,
+    ranked_detections,
+)
 from geoseg.models.shipped import GREENERY_MODEL, shipped_model_path
 from geoseg.tasks.inference import TilePrediction, predict_tiles
 
@@ -190,3 +200,40 @@ def test_module_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main([str(out)]) == 0
     assert read_model_spec(out).name == "greenery"
     assert str(out) in capsys.readouterr().out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12),
+        elements=st.floats(-1e6, 1e6, width=32),
+    )
+)
+def test_neighbourhood_max_is_a_3x3_max_pool(values: np.ndarray) -> None:
+    tensor = torch.from_numpy(values)
+    pooled = F.max_pool2d(tensor[None, None], 3, 1, 1)[0, 0]
+    assert torch.equal(neighbourhood_max(tensor), pooled)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.int64,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=10),
+        elements=st.integers(0, 4),
+    )
+)
+def test_ranked_detections_order_by_score_and_box_each_instance(labels: np.ndarray) -> None:
+    scores = torch.tensor([0.2, 0.9, 0.5, 0.7])
+    classes = torch.tensor([1, 2, 3, 4])
+    out = ranked_detections(torch.from_numpy(labels), classes, scores)
+    assert out["scores"].tolist() == sorted(scores.tolist(), reverse=True)
+    assert out["labels"].tolist() == [2, 4, 3, 1]
+    for rank, instance in enumerate([2, 4, 3, 1], start=1):
+        mask = labels == instance
+        assert np.array_equal(out["label_map"].numpy() == rank, mask)
+        if mask.any():
+            rows, cols = np.nonzero(mask)
+            box = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+            assert out["boxes"][rank - 1].tolist() == box

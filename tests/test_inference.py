@@ -429,3 +429,78 @@ def test_a_single_tile_too_big_for_memory_names_the_model_and_the_fix(
             0.5,
             CPU,
         )
+
+
+class LabelMapModel(torch.nn.Module):
+    """Returns the same detections for every image, their pixels as one label map."""
+
+    def __init__(self, label_map: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("label_map", label_map)
+        self.register_buffer("scores", scores)
+        self.register_buffer("labels", labels)
+        self.register_buffer("boxes", torch.zeros(len(scores), 4))
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [
+            {
+                "boxes": self.boxes,
+                "labels": self.labels,
+                "scores": self.scores,
+                "label_map": self.label_map,
+            }
+            for _ in images
+        ]
+
+
+def label_map_model(
+    tmp_path: Path, label_map: np.ndarray, scores: list[float], labels: list[int] | None = None
+) -> Model:
+    n = len(scores)
+    module = LabelMapModel(
+        torch.as_tensor(label_map),
+        torch.tensor(scores, dtype=torch.float32),
+        torch.tensor([1] * n if labels is None else labels, dtype=torch.int64),
+    )
+    path = tmp_path / "label_map.pt"
+    package_model(module, path, classes={1: "a", 2: "b"}, bands=(1,), scale=1)
+    return load_model(path, CPU)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    owners=hnp.arrays(np.int64, (6, 7), elements=st.integers(0, 4)),
+    scores=st.lists(st.sampled_from([0.2, 0.5, 0.7, 0.9]), min_size=4, max_size=4),
+    valid=hnp.arrays(np.bool_, (6, 7)),
+)
+def test_a_label_map_resolves_like_the_same_masks(
+    tmp_path_factory: pytest.TempPathFactory,
+    owners: np.ndarray,
+    scores: list[float],
+    valid: np.ndarray,
+) -> None:
+    folder = tmp_path_factory.mktemp("lm")
+    masks = np.stack([owners == k for k in range(1, 5)])[:, None].astype(np.float32)
+    classes = [1, 2, 1, 2]
+    pixels = [np.zeros((1, 6, 7), np.float32)]
+    by_map = predict_tiles(
+        *label_map_model(folder, owners, scores, classes), pixels, [valid], 0.5, CPU
+    )
+    by_masks = predict_tiles(*fixed(folder, masks, scores, classes), pixels, [valid], 0.5, CPU)
+    assert_same(by_map[0], by_masks[0])
+
+
+@pytest.mark.parametrize(
+    ("label_map", "message"),
+    [
+        (np.zeros((3, 3), np.float32), "'label_map' must be integers, got torch.float32"),
+        (np.full((3, 3), 2, np.int64), r"'label_map' values must lie in 0\.\.1"),
+        (np.full((3, 3), -1, np.int64), r"'label_map' values must lie in 0\.\.1"),
+        (np.zeros((3, 4), np.int64), r"'label_map' has shape \[3, 4\], expected \[3, 3\]"),
+    ],
+)
+def test_label_map_contract_violations(tmp_path: Path, label_map: np.ndarray, message: str) -> None:
+    model = label_map_model(tmp_path, label_map, [0.9])
+    with pytest.raises(ModelError, match=message) as caught:
+        predict_tiles(*model, [np.zeros((1, 3, 3), np.float32)], [np.ones((3, 3), bool)], 0.5, CPU)
+    assert str(caught.value).startswith("model 'label_map', image 0: ")

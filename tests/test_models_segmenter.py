@@ -50,7 +50,9 @@ def test_contract_output_through_predict_tiles(tmp_path: Path) -> None:
     ) == {2}
     assert int((first.labels > 0).sum()) == 10 * 25 + 8 * 8
     raw = model([torch.from_numpy(tile)])[0]
-    assert raw["masks"].shape == (2, 1, 40, 50)
+    assert "masks" not in raw
+    assert raw["label_map"].shape == (40, 50)
+    assert sorted(torch.unique(raw["label_map"]).tolist()) == [0, 1, 2]
     assert raw["boxes"].tolist()[0] in (
         [5.0, 10.0, 30.0, 20.0],
         [40.0, 30.0, 48.0, 38.0],

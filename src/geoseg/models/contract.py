@@ -18,7 +18,9 @@ has a boolean attribute ``tta`` that switches on test-time augmentation (``geose
 The model's ``forward`` takes a list of float32 tensors ``[C, H, W]`` and returns, per image,
 torchvision's detection output: a dict with ``boxes`` ``[N, 4]`` (x0, y0, x1, y1 in pixels),
 ``labels`` ``[N]`` int64, ``scores`` ``[N]`` and ``masks`` ``[N, 1, H, W]`` probabilities. A
-scripted torchvision Mask R-CNN works as is.
+scripted torchvision Mask R-CNN works as is. A model whose instances never overlap may return a
+``label_map`` ``[H, W]`` of integers instead of ``masks`` (0 background, ``k`` detection
+``k - 1``): one array where masks would take N full-size ones. geoseg's own models do.
 
 Files are never unpickled by Python: a ``torch.save`` file is refused before anything in it is
 read, and TorchScript's own loader only rebuilds tensors and TorchScript types.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 
-from geoseg.models.greenery import label_components
+from geoseg.models.greenery import label_components, neighbourhood_max
 
 
 def relabel_consecutive(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -42,11 +42,9 @@ def grow_seeds(seeds: torch.Tensor, region: torch.Tensor, max_steps: int) -> tor
     never get a label, and seeds outside it keep theirs. Stops early once nothing changes.
     """
     labels = seeds.to(torch.float32 if seeds.numel() < 16_777_216 else torch.float64)
-    height, width = seeds.shape[0], seeds.shape[1]
     for _ in range(max_steps):
         open_pixels = region & (labels == 0)
-        pooled = F.max_pool2d(labels.view(1, 1, height, width), 3, 1, 1).view(height, width)
-        grown = torch.where(open_pixels, pooled, labels)
+        grown = torch.where(open_pixels, neighbourhood_max(labels), labels)
         if torch.equal(grown, labels):
             break
         labels = grown

@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 from torch import nn
 
 from geoseg.models.contract import ModelSpec, package_model
-from geoseg.models.greenery import mask_boxes
+from geoseg.models.greenery import ranked_detections
 from geoseg.models.instances import decode_instances
 from geoseg.models.unet import UNet, fuse_batchnorm
 
@@ -119,14 +119,7 @@ class InstanceSegmenter(nn.Module):
             self.min_pixels,
             seed_erosion_px=self.seed_erosion_px,
         )
-        order = torch.argsort(scores, descending=True)
-        masks = labels.unsqueeze(0) == (order + 1)[:, None, None]
-        return {
-            "boxes": mask_boxes(masks),
-            "labels": classes[order],
-            "scores": scores[order],
-            "masks": masks.unsqueeze(1).float(),
-        }
+        return ranked_detections(labels, classes, scores)
 
     def _dtype(self, device: torch.device) -> torch.dtype:
         if self.precision == "bf16" or (self.precision == "auto" and device.type == "cpu"):

@@ -23,7 +23,8 @@ MASK_THRESHOLD = 0.5
 _PASTE_CHUNK = 64
 """Instances pasted per vectorised step, bounding the memory of their pixel lists."""
 
-_KEYS = ("boxes", "labels", "scores", "masks")
+_KEYS = ("boxes", "labels", "scores")
+"""Keys every detection holds; the instances' pixels come as ``masks`` or as a ``label_map``."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,17 +276,20 @@ def _check_output(
         where = f"{model}, image {first + index}"
         if not isinstance(detection, dict):
             raise ModelError(f"{where}: expected a dict, got {type(detection).__name__}")
-        for key in _KEYS:
+        pixels = "label_map" if isinstance(detection.get("label_map"), torch.Tensor) else "masks"
+        for key in (*_KEYS, pixels):
             if not isinstance(detection.get(key), torch.Tensor):
                 raise ModelError(f"{where}: output lacks the tensor {key!r}")
-        boxes, labels, scores, masks = (detection[key] for key in _KEYS)
+        boxes, labels, scores = (detection[key] for key in _KEYS)
         n = boxes.shape[0] if boxes.ndim == 2 else -1
         expected = {
             "boxes": (n, 4),
             "labels": (n,),
             "scores": (n,),
             "masks": (n, 1, int(height), int(width)),
+            "label_map": (int(height), int(width)),
         }
+        expected.pop("masks" if pixels == "label_map" else "label_map")
         for key, shape in expected.items():
             if tuple(detection[key].shape) != shape:
                 raise ModelError(
@@ -303,10 +307,25 @@ def _check_output(
                 f"{where}: label {int(unknown[0])} is not among the model's classes "
                 f"{sorted(spec.classes)}"
             )
+        if pixels == "label_map":
+            _check_label_map(detection["label_map"], n, where)
         checked.append(
-            {"labels": labels, "scores": scores.to("cpu", torch.float32), "masks": masks}
+            {
+                "labels": labels,
+                "scores": scores.to("cpu", torch.float32),
+                pixels: detection[pixels],
+            }
         )
     return checked
+
+
+def _check_label_map(label_map: torch.Tensor, count: int, where: str) -> None:
+    if label_map.is_floating_point() or label_map.dtype == torch.bool:
+        raise ModelError(f"{where}: 'label_map' must be integers, got {label_map.dtype}")
+    if label_map.numel() and not 0 <= int(label_map.min()) <= int(label_map.max()) <= count:
+        raise ModelError(
+            f"{where}: 'label_map' values must lie in 0..{count} (0 background, k detection k)"
+        )
 
 
 def _resolve(
@@ -314,6 +333,42 @@ def _resolve(
 ) -> TilePrediction:
     scores = detection["scores"].numpy()
     kept = np.flatnonzero(scores >= score_threshold)
+    if "label_map" in detection:
+        owner = _label_map_owner(detection["label_map"], kept, len(scores), usable)
+    else:
+        owner = _mask_owner(detection["masks"], scores, kept, usable)
+    # Survivors keep the model's order and are numbered 1..N.
+    survivors = np.flatnonzero(np.bincount(owner.ravel(), minlength=len(scores) + 1)[1:])
+    relabel = np.zeros(len(scores) + 1, dtype=np.uint32)
+    relabel[survivors + 1] = np.arange(1, len(survivors) + 1, dtype=np.uint32)
+    return TilePrediction(
+        labels=relabel[owner],
+        class_ids=detection["labels"].numpy()[survivors].astype(np.int64),
+        scores=scores[survivors].astype(np.float32),
+    )
+
+
+def _label_map_owner(
+    label_map: torch.Tensor, kept: npt.NDArray[np.intp], count: int, usable: torch.Tensor
+) -> npt.NDArray[np.int64]:
+    """Each pixel's detection (``k`` for detection ``k - 1``, 0 for none) from a label map,
+    without the detections scoring below the threshold and the unusable pixels."""
+    keep = torch.zeros(count + 1, dtype=torch.bool, device=usable.device)
+    keep[torch.as_tensor(kept, device=usable.device) + 1] = True
+    label_map = label_map.to(usable.device, torch.int64)
+    owner = torch.where(usable & keep[label_map], label_map, 0)
+    result: npt.NDArray[np.int64] = owner.cpu().numpy()
+    return result
+
+
+def _mask_owner(
+    masks: torch.Tensor,
+    scores: npt.NDArray[np.float32],
+    kept: npt.NDArray[np.intp],
+    usable: torch.Tensor,
+) -> npt.NDArray[np.int64]:
+    """Each pixel's detection (``k`` for detection ``k - 1``, 0 for none) from per-instance
+    masks, the highest score winning contested pixels."""
     height, width = usable.shape
     # Paste order: ascending score, and among equal scores the earlier instance last, so the
     # highest score wins contested pixels and ties go to the model's own (usually ranked) order.
@@ -323,23 +378,13 @@ def _resolve(
     rank[order] = np.arange(1, len(order) + 1, dtype=np.int32)
     ranks = torch.as_tensor(rank, device=usable.device)
     owner = torch.zeros(height * width, dtype=torch.int32, device=usable.device)
-    masks = detection["masks"]
     for start in range(0, len(scores), _PASTE_CHUNK):
         if not rank[start : start + _PASTE_CHUNK].any():
             continue
         covered = masks[start : start + _PASTE_CHUNK, 0].to(usable.device) > MASK_THRESHOLD
         instance, pixel = covered.flatten(1).nonzero(as_tuple=True)
         owner.scatter_reduce_(0, pixel, ranks[start + instance], reduce="amax")
-    owner = owner.view(height, width)
-    owner = torch.where(usable, owner, 0)
-    owner_np = owner.cpu().numpy()
-    has_pixels = np.bincount(owner_np.ravel(), minlength=len(order) + 1)[1:] > 0
-    # Survivors keep the model's order and are numbered 1..N: rank -> new label.
-    survivors = kept[has_pixels[rank[kept] - 1]]
-    relabel = np.zeros(len(order) + 1, dtype=np.uint32)
-    relabel[rank[survivors]] = np.arange(1, len(survivors) + 1, dtype=np.uint32)
-    return TilePrediction(
-        labels=relabel[owner_np],
-        class_ids=detection["labels"].numpy()[survivors].astype(np.int64),
-        scores=scores[survivors].astype(np.float32),
-    )
+    owner = torch.where(usable, owner.view(height, width), 0)
+    detection_of_rank = np.concatenate([[0], order + 1]).astype(np.int64)
+    result: npt.NDArray[np.int64] = detection_of_rank[owner.cpu().numpy()]
+    return result
