@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from distributed import LocalCluster
 from prefect_dask.task_runners import DaskTaskRunner
 
 from geoseg.config import DEFAULT_WORKERS, RunConfig
@@ -20,6 +24,7 @@ from geoseg.flows.segment import (
     isolates_failures,
     segment_rasters,
 )
+from geoseg.flows.temporary_server import shared_temporary_server
 from geoseg.models.contract import check_tta, read_model_spec
 from geoseg.models.shipped import default_model_path
 from geoseg.tasks.destination import cache_anchor, check_s3_output
@@ -28,7 +33,7 @@ from geoseg.tasks.sources import DEFAULT_STAC_ASSET, expand_inputs
 from geoseg.tasks.write import check_output
 
 GPU_BATCHES_IN_FLIGHT = 2
-"""Batches a local GPU worker runs at once (see `task_runner`)."""
+"""Batches a local GPU worker runs at once (see `start_local_cluster`)."""
 
 
 def run(
@@ -112,10 +117,27 @@ def run_config(config: RunConfig) -> RunResult:
         check_output(staging, overwrite=True)
     else:
         check_output(config.output, config.overwrite)
-    if config.dask_address is None:
-        config = local_cluster_config(config)
-    flow = segment_rasters.with_options(task_runner=task_runner(config))  # type: ignore[arg-type]
+    if config.dask_address is not None:
+        return _run_flow(config, DaskTaskRunner(address=config.dask_address))
+    config = local_cluster_config(config)
+    with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
+        # The workers start (and import what the tasks need) while the Prefect server starts.
+        starting = pool.submit(start_local_cluster, config)
+        stack.callback(lambda: _close(starting))
+        stack.enter_context(shared_temporary_server(share=True))
+        address = starting.result().scheduler_address
+        return _run_flow(config, DaskTaskRunner(address=address))
+
+
+def _run_flow(config: RunConfig, runner: DaskTaskRunner) -> RunResult:
+    flow = segment_rasters.with_options(task_runner=runner)  # type: ignore[arg-type]
     return flow(RunRequest(config=config))
+
+
+def _close(starting: Future[LocalCluster]) -> None:
+    """Close a local cluster once it has started (or failed to)."""
+    if starting.exception() is None:
+        starting.result().close()
 
 
 def check_rasters(config: RunConfig, bands: tuple[int, ...]) -> None:
@@ -149,21 +171,21 @@ def local_cluster_config(config: RunConfig) -> RunConfig:
     return replace(config, workers=workers, threads_per_worker=threads)
 
 
-def task_runner(config: RunConfig) -> DaskTaskRunner:
-    """A Dask task runner on the configured scheduler, or on a new local cluster of processes.
+def start_local_cluster(config: RunConfig) -> LocalCluster:
+    """A local cluster of worker processes (sized by `local_cluster_config`) that have already
+    imported the flow's tasks, so the first batch does not wait for torch and rasterio to load.
 
     Local CUDA workers offer `GPU_BATCHES_IN_FLIGHT` GPU slots and as many threads, so one
     batch's reading and vectorizing overlap another's model time on the same GPU.
     """
-    if config.dask_address is not None:
-        return DaskTaskRunner(address=config.dask_address)
-    cluster_kwargs: dict[str, object] = {
+    options: dict[str, Any] = {
         "n_workers": config.workers,
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": ":0",
+        "preload": [segment_rasters.fn.__module__],
     }
     if config.device == "cuda":
-        cluster_kwargs["threads_per_worker"] = GPU_BATCHES_IN_FLIGHT
-        cluster_kwargs["resources"] = {"GPU": GPU_BATCHES_IN_FLIGHT}
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+        options["threads_per_worker"] = GPU_BATCHES_IN_FLIGHT
+        options["resources"] = {"GPU": GPU_BATCHES_IN_FLIGHT}
+    return LocalCluster(**options)  # type: ignore[no-untyped-call]

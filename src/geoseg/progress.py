@@ -122,15 +122,18 @@ def run_links() -> RunLinks:
     from prefect.settings import PREFECT_API_URL
     from prefect.utilities.urls import url_for
 
+    from geoseg.flows.temporary_server import is_temporary
+
+    temporary = is_temporary(PREFECT_API_URL.value())
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
-        return RunLinks(None, None, not PREFECT_API_URL.value(), None)
+        return RunLinks(None, None, temporary, None)
     run_id = str(context.flow_run.id)
     client = getattr(context.task_runner, "client", None)  # a DaskTaskRunner's
     dashboard = getattr(client, "dashboard_link", None)
     return RunLinks(
         flow_run_id=run_id,
-        flow_run_url=url_for("flow-run", obj_id=run_id),
-        temporary_server=not PREFECT_API_URL.value(),
+        flow_run_url=None if temporary else url_for("flow-run", obj_id=run_id),
+        temporary_server=temporary,
         dashboard_url=dashboard if isinstance(dashboard, str) else None,
     )
