@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         worker_extra_args=(
             ["--nthreads", "2", "--resources", "GPU=2"] if args.gpus else ["--nthreads", "1"]
         ),
-        job_script_prologue=["export GDAL_CACHEMAX=64"],
+        # infra/dask.yaml: workers without Dask's malloc trim setting (on a shared file system).
+        job_script_prologue=[
+            "export GDAL_CACHEMAX=64",
+            f"export DASK_CONFIG={Path(__file__).resolve().with_name('dask.yaml')}",
+        ],
         interface=args.interface,
     )
     try:

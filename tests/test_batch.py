@@ -93,6 +93,25 @@ def test_nodata_tiles_are_skipped_and_the_report_lists_tiles_with_instances(
     )
 
 
+def test_a_task_runs_the_model_one_model_batch_at_a_time_with_the_same_result(
+    scene: Path, oracle: str, model_calls: list[int], tmp_path: Path
+) -> None:
+    tiles = plan_tiles(SIZE, SIZE, TILE, OVERLAP)
+    whole = segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "a.npz", "cpu")
+    model_calls.clear()
+
+    batched = segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "b.npz", "cpu", batch_size=3)
+
+    assert max(model_calls) <= 3
+    assert sum(model_calls) == len(tiles) - whole.tiles_skipped
+    assert (batched.tiles_with_instances, batched.tiles_skipped, batched.instances) == (
+        whole.tiles_with_instances,
+        whole.tiles_skipped,
+        whole.instances,
+    )
+    assert load_pieces(batched.path, tiles) == load_pieces(whole.path, tiles)
+
+
 def test_a_batch_of_nodata_tiles_never_runs_the_model(
     scene: Path, oracle: str, model_calls: list[int], tmp_path: Path
 ) -> None:

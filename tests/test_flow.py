@@ -14,7 +14,8 @@ from pyproj import CRS, Geod
 
 from geoseg import run
 from geoseg.errors import ModelError
-from geoseg.flows.segment import RunResult
+from geoseg.flows.segment import RunResult, batches
+from geoseg.tasks.tiling import plan_tiles
 from tests.oracle_model import write_oracle_model
 from tests.scenes import NODATA, expected_ids, objects_of, scene_bands
 
@@ -267,3 +268,22 @@ def test_tta_is_refused_up_front_for_a_model_without_it(
         run([scene], tmp_path / "tta.gpkg", model=oracle, tta=True)
 
     assert not (tmp_path / "tta.gpkg").exists()
+
+
+@pytest.mark.parametrize(
+    ("tiles", "batch_size", "task_sizes"),
+    [
+        (5, 8, [5]),
+        (100, 8, [8] * 12 + [4]),  # 13 model batches: one per task
+        (529, 8, [32] * 16 + [17]),  # 67 model batches: 4 per task, at least 16 tasks
+        (1369, 8, [64] * 21 + [25]),  # at most 8 model batches per task
+        (1369, 2, [16] * 85 + [9]),
+    ],
+)
+def test_batch_tasks_hold_whole_model_batches_more_of_them_on_big_rasters(
+    tiles: int, batch_size: int, task_sizes: list[int]
+) -> None:
+    plan = plan_tiles(15 * tiles + 1, 16, 16, 1)
+    groups = batches(plan, batch_size)
+    assert [len(group) for group in groups] == task_sizes
+    assert [tile for group in groups for tile in group] == list(plan)

@@ -7,6 +7,7 @@ click command, and ``dask``/``prefect`` flags against those tools' own ``--help`
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import inspect
 import json
@@ -399,3 +400,17 @@ def test_prefect_yaml_deploys_the_flow_to_the_compose_pool_with_a_schedule() -> 
     (schedule,) = deployment["schedules"]
     CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
     assert "pull" not in document, "prefect deploy records the folder it runs in"
+
+
+def test_worker_dask_config_unsets_the_malloc_trim_setting_and_the_image_installs_it() -> None:
+    import dask.config
+    from distributed.nanny import _get_env_variables
+
+    (settings,) = dask.config.collect_yaml([str(INFRA / "dask.yaml")])
+    config = dask.config.update(copy.deepcopy(dask.config.config), settings)
+    with dask.config.set(config):
+        environ = _get_env_variables("distributed.nanny.pre-spawn-environ")
+    assert "MALLOC_TRIM_THRESHOLD_" not in environ
+    assert environ["OMP_NUM_THREADS"] == "1"  # Dask's other defaults stay
+    assert "COPY infra/dask.yaml /etc/dask/" in (INFRA / "Dockerfile").read_text()
+    assert "DASK_CONFIG=" in (INFRA / "jobqueue.py").read_text()

@@ -41,9 +41,10 @@ class Estimate:
     seconds_per_tile : float
         Reading one tile and running the model on it, per tile of a batch.
     tiles, batches : int
-        Tiles the model runs on (nodata tiles left out), and batches holding at least one.
-    batch_size, workers, threads : int
-        Tiles per batch, local workers, and torch threads per worker.
+        Tiles the model runs on (nodata tiles left out), and batch tasks holding at least one.
+    batch_size, task_tiles, workers, threads : int
+        Tiles per model batch, most tiles of a batch task (whole model batches, see
+        `geoseg.flows.segment.batches`), local workers, and torch threads per worker.
     device : str
         Where the model ran: ``cpu`` or ``cuda``.
     timed_tile : int or None
@@ -55,6 +56,7 @@ class Estimate:
     tiles: int
     batches: int
     batch_size: int
+    task_tiles: int
     workers: int
     threads: int
     device: str
@@ -249,7 +251,7 @@ def describe_estimate(estimate: Estimate) -> dict[str, str]:
     return {
         "estimate": (
             f"about {format_duration(estimate.seconds)}: {estimate.tiles} tile(s) in "
-            f"{estimate.batches} batch(es) of up to {estimate.batch_size} on "
+            f"{estimate.batches} batch(es) of up to {estimate.task_tiles} on "
             f"{estimate.workers} worker(s) ({estimate.device}, {estimate.threads} torch "
             f"thread(s) each) + {startup}"
         ),
@@ -281,11 +283,11 @@ def run_seconds(
     workers: int,
     startup_s: float = STARTUP_S,
 ) -> float:
-    """Wall time of a run, in seconds: the start-up, then batches on ``workers`` workers.
+    """Wall time of a run, in seconds: the start-up, then batch tasks on ``workers`` workers.
 
-    ``batch_tiles`` holds the tiles each batch runs the model on, in plan order. Each batch goes
-    to the first worker free, as Dask hands out tasks, and is never split between workers: a
-    raster of one batch keeps one worker busy whatever the number of workers.
+    ``batch_tiles`` holds the tiles each batch task runs the model on, in plan order. Each task
+    goes to the first worker free, as Dask hands out tasks, and is never split between workers:
+    a raster of one task keeps one worker busy whatever the number of workers.
 
     >>> run_seconds([8, 8, 2], 1.0, workers=2, startup_s=0)
     10.0
@@ -474,16 +476,15 @@ def estimate_run(
     to_run = [tile for tile in plan.tiles if tile.index not in empty]
     timed = to_run[0] if to_run else None
     per_tile = 0.0 if timed is None else time_tile(raster, timed, model, plan.scale, cluster)
-    batch_tiles = [
-        sum(tile.index not in empty for tile in batch)
-        for batch in batches(plan.tiles, config.batch_size)
-    ]
+    tasks = batches(plan.tiles, config.batch_size)
+    batch_tiles = [sum(tile.index not in empty for tile in batch) for batch in tasks]
     return Estimate(
         seconds=run_seconds(batch_tiles, per_tile, workers),
         seconds_per_tile=per_tile,
         tiles=len(to_run),
         batches=sum(count > 0 for count in batch_tiles),
         batch_size=config.batch_size,
+        task_tiles=max((len(batch) for batch in tasks), default=0),
         workers=workers,
         threads=cluster.threads_per_worker or 1,
         device=select_device(cluster.device).type,

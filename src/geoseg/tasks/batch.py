@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from distributed import get_worker
 
@@ -18,7 +19,7 @@ from geoseg.models.contract import load_model, select_device
 from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
 from geoseg.tasks.partials import save_batch
 from geoseg.tasks.reading import open_raster, read_tile
-from geoseg.tasks.stitch import cut_pieces
+from geoseg.tasks.stitch import TilePieces, cut_pieces
 from geoseg.tasks.tiling import Tile
 
 
@@ -42,45 +43,52 @@ def segment_batch(
     torch_threads: int | None = None,
     scale: float = 1.0,
     tta: bool = False,
+    batch_size: int | None = None,
 ) -> BatchReport:
     """Segment ``tiles`` of a raster and save their pieces and label arrays to ``out``.
 
-    Tiles that are entirely nodata are skipped without running the model. With ``scale`` (model
-    pixels per raster pixel) other than 1, each tile is read resampled to the model's ground
-    resolution and its instances are mapped back onto the raster's own pixels, so that pieces,
-    polygons and areas stay on the raster's grid. ``tta`` switches on the model's test-time
-    augmentation.
+    The model sees ``batch_size`` tiles at a time (all at once when None); only one model
+    batch's pixels are held at a time. Tiles that are entirely nodata are skipped without
+    running the model. With ``scale`` (model pixels per raster pixel) other than 1, each tile
+    is read resampled to the model's ground resolution and its instances are mapped back onto
+    the raster's own pixels, so that pieces, polygons and areas stay on the raster's grid.
+    ``tta`` switches on the model's test-time augmentation.
     """
     if torch_threads is not None:
         configure_torch_threads(torch_threads)
     torch_device = worker_device(device)
     model, spec = load_model(model_path, torch_device, tta)
-    kept, pixels, valid = [], [], []
+    step = batch_size or max(1, len(tiles))
+    results: list[tuple[TilePieces, np.ndarray]] = []
+    skipped = 0
     with open_raster(raster_path) as src:
-        for tile in tiles:
-            tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
-            if tile_valid.any():
-                kept.append(tile)
-                pixels.append(tile_pixels)
-                valid.append(tile_valid)
-    predictions = (
-        predict_tiles(model, spec, pixels, valid, score_threshold, torch_device) if kept else []
-    )
-    if scale != 1.0:
-        predictions = [
-            resize_prediction(prediction, (tile.height, tile.width))
-            for tile, prediction in zip(kept, predictions, strict=True)
-        ]
-    results = [
-        (cut_pieces(tile, prediction), prediction.labels)
-        for tile, prediction in zip(kept, predictions, strict=True)
-        if len(prediction.class_ids)
-    ]
+        for first in range(0, len(tiles), step):
+            kept, pixels, valid = [], [], []
+            for tile in tiles[first : first + step]:
+                tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
+                if tile_valid.any():
+                    kept.append(tile)
+                    pixels.append(tile_pixels)
+                    valid.append(tile_valid)
+            skipped += min(step, len(tiles) - first) - len(kept)
+            if not kept:
+                continue
+            predictions = predict_tiles(model, spec, pixels, valid, score_threshold, torch_device)
+            if scale != 1.0:
+                predictions = [
+                    resize_prediction(prediction, (tile.height, tile.width))
+                    for tile, prediction in zip(kept, predictions, strict=True)
+                ]
+            results += [
+                (cut_pieces(tile, prediction), prediction.labels)
+                for tile, prediction in zip(kept, predictions, strict=True)
+                if len(prediction.class_ids)
+            ]
     save_batch(out, results)
     return BatchReport(
         path=out,
         tiles_with_instances=tuple(pieces.tile.index for pieces, _ in results),
-        tiles_skipped=len(tiles) - len(kept),
+        tiles_skipped=skipped,
         instances=sum(len(pieces.class_ids) for pieces, _ in results),
     )
 
