@@ -195,7 +195,9 @@ def read_tile(
                 "or download it again"
             )
         ) from exc
-    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(pixels), axis=0)
+    valid = np.all(masks > 0, axis=0)
+    if any(np.issubdtype(np.dtype(src.dtypes[band - 1]), np.floating) for band in bands):
+        valid &= np.all(np.isfinite(pixels), axis=0)  # integer bands are always finite
     return pixels, valid
 
 
