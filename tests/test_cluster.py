@@ -82,12 +82,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=60)
         yield address
+        # Workers that ran Prefect tasks started temporary Prefect servers of their own (they are
+        # remote to the run), which outlive a worker stopped by the shutdown.
+        descendants = [
+            child
+            for process in processes
+            for child in psutil.Process(process.pid).children(recursive=True)
+        ]
         client.shutdown()
     for process in processes:
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+    kill_survivors(descendants)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +161,10 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             break
         time.sleep(0.05)
     assert 4 <= len(batches) < 28, "the worker must be killed while the run is under way"
+    # The killed worker's own temporary Prefect server would outlive it.
+    orphans = psutil.Process(pids[0]).children(recursive=True)
     os.kill(pids[0], signal.SIGKILL)
+    kill_survivors(orphans)
     thread.join(timeout=300)
     assert not thread.is_alive()
     assert objects_of(tmp_path / "killed.gpkg") == objects_of(expected.output)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 from distributed import get_worker
 
-from geoseg.models.contract import load_model, select_device
+from geoseg.models.contract import ModelSpec, load_model, select_device
 from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
 from geoseg.tasks.partials import save_batch
 from geoseg.tasks.reading import open_raster, read_tile
@@ -63,27 +64,12 @@ def segment_batch(
     skipped = 0
     with open_raster(raster_path) as src:
         for first in range(0, len(tiles), step):
-            kept, pixels, valid = [], [], []
-            for tile in tiles[first : first + step]:
-                tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
-                if tile_valid.any():
-                    kept.append(tile)
-                    pixels.append(tile_pixels)
-                    valid.append(tile_valid)
-            skipped += min(step, len(tiles) - first) - len(kept)
-            if not kept:
-                continue
-            predictions = predict_tiles(model, spec, pixels, valid, score_threshold, torch_device)
-            if scale != 1.0:
-                predictions = [
-                    resize_prediction(prediction, (tile.height, tile.width))
-                    for tile, prediction in zip(kept, predictions, strict=True)
-                ]
-            results += [
-                (cut_pieces(tile, prediction), prediction.labels)
-                for tile, prediction in zip(kept, predictions, strict=True)
-                if len(prediction.class_ids)
-            ]
+            chunk = tiles[first : first + step]
+            chunk_results, chunk_skipped = _segment_model_batch(
+                src, chunk, model, spec, score_threshold, torch_device, scale
+            )
+            results += chunk_results
+            skipped += chunk_skipped
     save_batch(out, results)
     return BatchReport(
         path=out,
@@ -91,6 +77,40 @@ def segment_batch(
         tiles_skipped=skipped,
         instances=sum(len(pieces.class_ids) for pieces, _ in results),
     )
+
+
+def _segment_model_batch(
+    src: rasterio.DatasetReader,
+    tiles: Sequence[Tile],
+    model: torch.jit.ScriptModule,
+    spec: ModelSpec,
+    score_threshold: float,
+    device: torch.device,
+    scale: float,
+) -> tuple[list[tuple[TilePieces, np.ndarray]], int]:
+    """One model batch: the pieces and label array of each tile with instances; and how many
+    tiles were skipped as entirely nodata."""
+    kept, pixels, valid = [], [], []
+    for tile in tiles:
+        tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
+        if tile_valid.any():
+            kept.append(tile)
+            pixels.append(tile_pixels)
+            valid.append(tile_valid)
+    if not kept:
+        return [], len(tiles)
+    predictions = predict_tiles(model, spec, pixels, valid, score_threshold, device)
+    if scale != 1.0:
+        predictions = [
+            resize_prediction(prediction, (tile.height, tile.width))
+            for tile, prediction in zip(kept, predictions, strict=True)
+        ]
+    results = [
+        (cut_pieces(tile, prediction), prediction.labels)
+        for tile, prediction in zip(kept, predictions, strict=True)
+        if len(prediction.class_ids)
+    ]
+    return results, len(tiles) - len(kept)
 
 
 def worker_device(preference: str) -> torch.device:
