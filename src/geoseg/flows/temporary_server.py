@@ -1,9 +1,9 @@
 """One temporary Prefect server for a whole local run: the flow's process and its Dask workers.
 
 Without ``PREFECT_API_URL``, Prefect starts a temporary server in each process that needs an
-API; every Dask worker would start one of its own (a process and about 4 s each, and task runs
-recorded where the flow never sees them). Starting it here and pointing the settings at it
-makes the workers, which receive the flow's settings with each task, report to the same server.
+API; every Dask worker would start one of its own (a process and about 4 s each). Starting it
+here and pointing the settings at it makes the workers, which receive the flow's settings with
+each task, report to the same server.
 """
 
 from __future__ import annotations
