@@ -120,7 +120,13 @@ def dask_rate(
         gpu = [*worker, "--name", "gpu", "--nthreads", str(in_flight)]
         gpu += ["--resources", f"GPU={in_flight}", "--no-dashboard"]
         cpu = [*worker, "--name", "cpu", "--nthreads", "2", "--no-dashboard"]
-        quiet = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+        # infra/dask.yaml: without the malloc trim setting Dask's nannies give their workers.
+        dask_config = Path(__file__).resolve().parents[1] / "infra" / "dask.yaml"
+        quiet = {
+            **os.environ,
+            "DASK_LOGGING__DISTRIBUTED": "error",
+            "DASK_CONFIG": str(dask_config),
+        }
         processes = [subprocess.Popen(gpu, env=quiet), subprocess.Popen(cpu, env=quiet)]
         try:
             client.wait_for_workers(2, timeout=120)

@@ -165,8 +165,8 @@ def test_inspect_counts_the_nodata_tiles_a_run_skips_and_times_a_tile_it_runs(
     assert run_plan(quadrant, oracle, tile_size=16, overlap_px=4) == (25, 4, 1.0)
     # batches of 2: tiles 0 and 1 fill the first batch, which runs nothing
     assert field(out, "estimate").startswith(
-        "about 15 s: 21 tile(s) in 12 batch(es) of up to 2 on 3 worker(s) "
-        "(cpu, 1 torch thread(s) each) + 15 s start-up"
+        "about 18 s: 21 tile(s) in 12 batch(es) of up to 2 on 3 worker(s) "
+        "(cpu, 1 torch thread(s) each) + 18 s start-up"
     )
     # tiles 0 and 1 are nodata: the first tile the run would run is 2
     assert re.fullmatch(
@@ -185,7 +185,7 @@ def test_inspect_of_an_all_nodata_raster_estimates_the_start_up_only(
     assert code == 0, err
     assert field(out, "skipped").startswith("4 of 4 tile(s) entirely nodata")
     assert field(out, "estimate") == (
-        "about 15 s: every tile is nodata, only the 15 s start-up "
+        "about 18 s: every tile is nodata, only the 18 s start-up "
         "(temporary Prefect server, local cluster)"
     )
     assert "timing" not in out

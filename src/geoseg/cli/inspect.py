@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from geoseg.flows.segment import RasterPlan
     from geoseg.tasks.tiling import Tile
 
-STARTUP_S = 15.0
+STARTUP_S = 18.0
 """Fixed cost of a local run, in seconds: the temporary Prefect server and the local Dask cluster
-starting (README, Performance)."""
+starting, and shutting down; one-batch runs took 16-20 s on a 2-core machine (README,
+Performance)."""
 
 MASK_SAMPLE_PX = 256
 """Most pixels across at which a tile's nodata mask is read: enough to find the tiles that are
