@@ -247,13 +247,15 @@ def batch_compute(raster: Path, model: str, work: Path, args: argparse.Namespace
     """Seconds per tile of a worker's own work on ``raster`` (reading, preparing, the model,
     cutting, saving), run in this process on one thread, without Prefect or Dask."""
     torch.set_num_threads(1)
+    size = args.batch_size
     with rasterio.open(raster) as src:
-        tasks = batches(plan_tiles(src.width, src.height, args.tile_size, args.overlap), 8)
-    segment_batch(str(raster), tasks[0], model, 0.5, work / "warm.npz", "cpu", 1, batch_size=8)
+        tasks = batches(plan_tiles(src.width, src.height, args.tile_size, args.overlap), size)
+    segment_batch(str(raster), tasks[0], model, 0.5, work / "warm.npz", "cpu", 1, batch_size=size)
     timed = tasks[1:4]
     start = time.perf_counter()
     for index, task in enumerate(timed):
-        segment_batch(str(raster), task, model, 0.5, work / f"t{index}.npz", "cpu", 1, batch_size=8)
+        out = work / f"t{index}.npz"
+        segment_batch(str(raster), task, model, 0.5, out, "cpu", 1, batch_size=size)
     return (time.perf_counter() - start) / sum(len(task) for task in timed)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -125,13 +124,15 @@ def run_config(config: RunConfig) -> RunResult:
     if config.dask_address is not None:
         return _run_flow(config, DaskTaskRunner(address=config.dask_address))
     config = local_cluster_config(config)
-    with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool:
         # The workers start (and import what the tasks need) while the Prefect server starts.
         starting = pool.submit(start_local_cluster, config)
-        stack.callback(lambda: _close(starting))
-        stack.enter_context(shared_temporary_server(share=True))
-        address = starting.result().scheduler_address
-        return _run_flow(config, DaskTaskRunner(address=address))
+        try:
+            with shared_temporary_server(share=True):
+                address = starting.result().scheduler_address
+                return _run_flow(config, DaskTaskRunner(address=address))
+        finally:
+            _close(starting)
 
 
 def _run_flow(config: RunConfig, runner: DaskTaskRunner) -> RunResult:

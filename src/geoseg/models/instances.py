@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 
-from geoseg.models.greenery import label_components, neighbourhood_max
+from geoseg.models.labelmaps import label_components, neighbourhood_max
 
 
 def relabel_consecutive(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -77,7 +77,7 @@ def decode_instances(
         Smaller instances are dropped.
     max_grow_steps, max_component_steps
         Caps on the growing steps (pixels from a seed to the object's edge) and on the
-        connected-component steps (see `geoseg.models.greenery.label_components`).
+        connected-component steps (see `geoseg.models.labelmaps.label_components`).
     seed_erosion_px
         Seeds are eroded by this many pixels before they are labelled, which cuts the thin
         necks through gaps in a predicted boundary that would join two touching objects' seeds.

@@ -17,8 +17,8 @@ import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 from torch import nn
 
 from geoseg.models.contract import ModelSpec, package_model
-from geoseg.models.greenery import ranked_detections
 from geoseg.models.instances import decode_instances
+from geoseg.models.labelmaps import ranked_detections
 from geoseg.models.unet import UNet, fuse_batchnorm
 
 PRECISIONS = ("fp32", "auto", "bf16", "fp16")

@@ -282,14 +282,9 @@ def _check_output(
                 raise ModelError(f"{where}: output lacks the tensor {key!r}")
         boxes, labels, scores = (detection[key] for key in _KEYS)
         n = boxes.shape[0] if boxes.ndim == 2 else -1
-        expected = {
-            "boxes": (n, 4),
-            "labels": (n,),
-            "scores": (n,),
-            "masks": (n, 1, int(height), int(width)),
-            "label_map": (int(height), int(width)),
-        }
-        expected.pop("masks" if pixels == "label_map" else "label_map")
+        size = (int(height), int(width))
+        expected = {"boxes": (n, 4), "labels": (n,), "scores": (n,)}
+        expected[pixels] = size if pixels == "label_map" else (n, 1, *size)
         for key, shape in expected.items():
             if tuple(detection[key].shape) != shape:
                 raise ModelError(
