@@ -132,3 +132,12 @@ def test_split_validation_by_rows() -> None:
     assert held[0].instances.shape == (16, 64)
     assert held[0].classes.tolist() == [3, 3]  # the two instances reaching the bottom rows
     assert int(held[0].instances.max()) == 2
+
+
+def test_batches_made_by_loader_workers_give_the_same_run() -> None:
+    source = TrainingSource((_image(),), (3,))
+    serial, _ = train([source], _config(iterations=3))
+    parallel, result = train([source], _config(iterations=3), loader_workers=2)
+    assert result.iterations == 3
+    for name, tensor in serial.state_dict().items():
+        torch.testing.assert_close(parallel.state_dict()[name], tensor)

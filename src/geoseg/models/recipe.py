@@ -37,7 +37,7 @@ from geoseg.models.contract import ModelSpec, load_model, read_model_spec, selec
 from geoseg.models.datasets import LabelledImage, read_georeferenced, rename_classes
 from geoseg.models.evaluation import InstanceSet, evaluate_instances, format_table, predict_image
 from geoseg.models.segmenter import package_segmenter
-from geoseg.models.synthetic import CLASSES, synthetic_images
+from geoseg.models.synthetic import BRIDGE, CLASSES, synthetic_images
 from geoseg.models.training import (
     MEAN,
     STD,
@@ -55,6 +55,11 @@ TRAIN_RASTER = "mosaic_z20_c1_rgb.tif"
 EVAL_RASTER = "mosaic_z21_c0_rgb.tif"
 LABELS = "labels_osm_buildings_epsg4326.geojson"
 SYNTHETIC_EVAL_SEED = 10**9
+SYNTHETIC_VALIDATION_SCENES = 20
+"""Synthetic scenes painted beyond ``--synthetic-scenes`` and held out for validation."""
+BRIDGE_SCENE_SHARE = 0.5
+"""Share of synthetic training crops drawn from the scenes that hold a bridge (about one in
+three does): bridges are the rarest class, and the hardest."""
 """First seed of the synthetic evaluation scenes; training uses seed * 100003 + i, far below."""
 TRAINING_GSD_M = 0.15
 """Ground resolution of the fine-tuning raster; zoom augmentation spreads it over 0.1-0.22 m."""
@@ -89,22 +94,54 @@ def _printer(stage: str) -> Callable[[Progress], None]:
     return report
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
-    """Both stages, packaging and optional evaluation; returns a summary."""
+def read_training_image(data: Path) -> LabelledImage:
+    """The fine-tuning raster with its labelled buildings, in the model's class ids."""
+    image, names = read_georeferenced(
+        data / TRAIN_RASTER, data / LABELS, default_class="building", min_area_m2=2.0
+    )
+    (kampala,) = rename_classes([image], names, CLASSES)
+    return kampala
+
+
+def synthetic_sources(
+    scenes: Sequence[LabelledImage], augmentation: Augmentation, weight: float = 1.0
+) -> list[TrainingSource]:
+    """Synthetic scenes of all three classes, those with a bridge drawn `BRIDGE_SCENE_SHARE`
+    of the time; ``weight`` in all."""
+    with_bridge = tuple(s for s in scenes if (s.classes == BRIDGE).any())
+    without = tuple(s for s in scenes if not (s.classes == BRIDGE).any())
+    shares = ((with_bridge, BRIDGE_SCENE_SHARE), (without, 1 - BRIDGE_SCENE_SHARE))
+    return [
+        TrainingSource(group, (1, 2, 3), weight=weight * share, augmentation=augmentation)
+        for group, share in shares
+        if group
+    ]
+
+
+def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
+    """Both stages on synthetic scenes and ``kampala`` (see `read_training_image`), packaging
+    and optional evaluation; returns a summary."""
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
     budget = args.minutes
-    summary: dict[str, object] = {"minutes": budget, "threads": args.threads, "device": args.device}
     device = select_device(args.device)
+    summary: dict[str, object] = {
+        "minutes": budget,
+        "threads": args.threads,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "loader_workers": args.loader_workers,
+    }
     scenes = synthetic_images(
-        args.synthetic_scenes, size=384, seed=args.seed * 100_003, workers=args.workers
+        args.synthetic_scenes + SYNTHETIC_VALIDATION_SCENES,
+        size=384,
+        seed=args.seed * 100_003,
+        workers=args.workers,
     )
-    train_scenes, held_scenes = split_validation(scenes, 0.1)
-    synthetic = TrainingSource(
-        tuple(train_scenes), (1, 2, 3), augmentation=Augmentation(zoom=(0.7, 1.4))
-    )
+    train_scenes = scenes[:-SYNTHETIC_VALIDATION_SCENES]
+    held_scenes = scenes[-SYNTHETIC_VALIDATION_SCENES:]
+    synthetic = synthetic_sources(train_scenes, Augmentation(zoom=(0.7, 1.4)))
     common = {
         "classes": CLASSES,
         "batch_size": args.batch_size,
@@ -123,19 +160,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         make_batch([TrainingSource(tuple(held_scenes), (1, 2, 3))], pre_config, rng, augment=False)
     ]
     net, pre = train(
-        [synthetic],
+        synthetic,
         pre_config,
         validation=pre_val,
         checkpoint=out.with_suffix(".pretrain.ckpt"),
         resume=args.resume and out.with_suffix(".pretrain.ckpt").is_file(),
         on_progress=_printer("pretrain"),
         device=device,
+        loader_workers=args.loader_workers,
     )
     summary["pretrain"] = _stage_summary(pre)
-    image, names = read_georeferenced(
-        data / TRAIN_RASTER, data / LABELS, default_class="building", min_area_m2=2.0
-    )
-    (kampala,) = rename_classes([image], names, CLASSES)
     kampala_train, kampala_val = split_validation([kampala], 0.15)
     # Kampala has lawns the labels leave out, but no bridge: its roofs teach what is not a bridge.
     real = TrainingSource(
@@ -155,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for _ in range(2)
     ]
     net, fine = train(
-        [real, synthetic],
+        [real, *synthetic],
         fine_config,
         validation=fine_val,
         checkpoint=out.with_suffix(".finetune.ckpt"),
@@ -163,8 +197,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         initial=net,
         on_progress=_printer("finetune"),
         device=device,
+        loader_workers=args.loader_workers,
     )
     summary["finetune"] = _stage_summary(fine)
+    save_weights(out.with_suffix(".ckpt"), net, fine_config)
     summary["batch_size"], summary["tile_size"], summary["training_gsd_m"] = (
         args.batch_size,
         args.tile_size,
@@ -189,7 +225,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         seed_threshold=decoding["seed_threshold"],
         seed_erosion_px=int(decoding["seed_erosion_px"]),
     )
-    save_weights(out.with_suffix(".ckpt"), net, fine_config)
     summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
     if args.evaluate:
         summary |= score(out, data, args)
@@ -318,8 +353,8 @@ def evaluate_raster(
     return report
 
 
-def main(argv: list[str]) -> int:
-    """Entry point of ``python -m geoseg.models.recipe``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``python -m geoseg.models.recipe``."""
     parser = argparse.ArgumentParser(
         prog="python -m geoseg.models.recipe", description=__doc__.split("\n")[0]
     )
@@ -335,7 +370,8 @@ def main(argv: list[str]) -> int:
         "--synthetic-scenes",
         type=int,
         default=300,
-        help="synthetic 384 px scenes to generate (about 1 s each)",
+        help="synthetic 384 px training scenes to paint (about 0.3 s each), "
+        f"besides {SYNTHETIC_VALIDATION_SCENES} held out",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tile-size", type=int, default=256)
@@ -343,6 +379,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes painting the synthetic scenes"
+    )
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        default=0,
+        help="processes making training batches ahead of the step (for a GPU: the free cores)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the stage checkpoints")
@@ -356,10 +398,19 @@ def main(argv: list[str]) -> int:
         "--synthetic-eval", type=int, default=40, help="synthetic scenes to score on"
     )
     parser.add_argument("--report", help="write the summary as JSON here")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``python -m geoseg.models.recipe``."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.out and not args.score:
         parser.error("pass --out to train a model, or --score MODEL to score one")
-    summary = score(Path(args.score), Path(args.data), args) if args.score else run(args)
+    if args.score:
+        summary = score(Path(args.score), Path(args.data), args)
+    else:
+        summary = run(args, read_training_image(Path(args.data)))
     text = json.dumps(summary, indent=2, default=float)
     if args.report:
         Path(args.report).write_text(text)

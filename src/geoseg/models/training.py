@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,16 @@ class Batch:
     weights: torch.Tensor  # float32 [B, 3K, T, T]: 1 where the loss counts
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.images.to(device), self.targets.to(device), self.weights.to(device))
+        return Batch(
+            self.images.to(device, non_blocking=True),
+            self.targets.to(device, non_blocking=True),
+            self.weights.to(device, non_blocking=True),
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so that `to` a GPU can overlap the next step (DataLoader calls
+        this when ``pin_memory=True``)."""
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.weights.pin_memory())
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,40 @@ def make_batch(
     targets = instance_targets(instances, classes, num_classes)
     weights_t = torch.stack(masks)[:, :, None, None] * valid[:, None].float()
     return Batch(standardise(images), targets, weights_t.expand_as(targets).contiguous())
+
+
+class _IterationBatches(torch.utils.data.Dataset[Batch]):
+    """Batch ``i`` of a run is drawn with a generator seeded by ``(seed, i)``, wherever it is
+    made: in the training process or in a loader worker, the run is the same."""
+
+    def __init__(self, sources: Sequence[TrainingSource], config: TrainingConfig) -> None:
+        self.sources, self.config = sources, config
+
+    def __getitem__(self, iteration: int) -> Batch:
+        rng = np.random.default_rng([self.config.seed, iteration])
+        return make_batch(self.sources, self.config, rng)
+
+
+def _batch_stream(
+    batches: _IterationBatches, start: int, stop: int, workers: int, pin: bool
+) -> Generator[Batch, None, None]:
+    """Batches ``start .. stop - 1`` in order, made by ``workers`` forked processes ahead of
+    the training step (none: made here, one at a time)."""
+    if workers == 0:
+        yield from (batches[i] for i in range(start, stop))
+        return
+    # Forked workers share the images without copying them; DataLoader gives each worker one
+    # torch thread, so no OpenMP pool is used across the fork.
+    loader = torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,
+        sampler=range(start, stop),
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4,
+        multiprocessing_context="fork",
+    )
+    yield from loader
 
 
 def standardise(images: torch.Tensor) -> torch.Tensor:
@@ -324,6 +368,7 @@ def train(
     resume: bool = False,
     initial: UNet | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    loader_workers: int = 0,
 ) -> tuple[UNet, TrainingResult]:
     """Train a U-Net on ``sources``; return it and how the run ended.
 
@@ -346,8 +391,16 @@ def train(
         Start from these weights (fine-tuning) instead of a fresh network; ignored on resume.
     on_progress
         Called after every iteration (a progress bar).
+    loader_workers
+        Processes that make batches ahead of the training step (0: the training process makes
+        each in turn). A GPU trains faster than one CPU core crops and computes targets; the
+        batches, and so the run, are the same for any number.
     """
+    if loader_workers < 0:
+        raise OptionsError(f"loader workers must be 0 or more, got {loader_workers}")
     device = device or torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # crops never change size: time kernels once
     net = initial if initial is not None else build_network(config)
     net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(
@@ -366,29 +419,33 @@ def train(
     loss, val_loss = math.nan, None
     iteration = start
     pace = 0.0
-    while iteration < total:
-        rng = np.random.default_rng([config.seed, iteration])
-        batch = make_batch(sources, config, rng)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, iteration, total)
-        loss = train_step(net, optimizer, batch, config.precision, device)
-        iteration += 1
-        elapsed = time.perf_counter() - began
-        pace = elapsed / (iteration - start)
-        if config.max_minutes is not None:
-            # Re-plan now and then: the pace changes when other work shares the cores.
-            if (iteration - start) % 25 == 5:
-                fits = iteration + int((config.max_minutes * 60 - elapsed) / pace)
-                total = max(min(upper, fits), iteration)
-            if elapsed > config.max_minutes * 60:
-                total = iteration  # out of time: the schedule ends here
-        last = iteration == total
-        if validation and (iteration % config.validate_every == 0 or last):
-            val_loss = validation_loss(net, validation, config.precision, device)
-        if checkpoint is not None and (iteration % config.checkpoint_every == 0 or last):
-            save_checkpoint(checkpoint, net, optimizer, iteration, config, total)
-        if on_progress is not None:
-            on_progress(Progress(iteration, total, loss, val_loss, pace))
+    stream = _batch_stream(
+        _IterationBatches(sources, config), start, upper, loader_workers, device.type == "cuda"
+    )
+    with closing(stream) as batches:
+        for batch in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, iteration, total)
+            loss = train_step(net, optimizer, batch, config.precision, device)
+            iteration += 1
+            elapsed = time.perf_counter() - began
+            pace = elapsed / (iteration - start)
+            if config.max_minutes is not None:
+                # Re-plan now and then: the pace changes when other work shares the cores.
+                if (iteration - start) % 25 == 5:
+                    fits = iteration + int((config.max_minutes * 60 - elapsed) / pace)
+                    total = max(min(upper, fits), iteration)
+                if elapsed > config.max_minutes * 60:
+                    total = iteration  # out of time: the schedule ends here
+            last = iteration == total
+            if validation and (iteration % config.validate_every == 0 or last):
+                val_loss = validation_loss(net, validation, config.precision, device)
+            if checkpoint is not None and (iteration % config.checkpoint_every == 0 or last):
+                save_checkpoint(checkpoint, net, optimizer, iteration, config, total)
+            if on_progress is not None:
+                on_progress(Progress(iteration, total, loss, val_loss, pace))
+            if last:
+                break
     net.eval()
     return net, TrainingResult(iteration - start, time.perf_counter() - began, loss, val_loss)
 
