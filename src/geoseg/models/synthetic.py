@@ -527,11 +527,17 @@ def synthetic_images(
 
     ``workers`` > 1 paints scenes in that many processes; the scenes are the same either way.
     The processes are spawned, not forked: a fork of a process whose torch or Dask threads hold
-    locks can hang.
+    locks can hang. Each runs one torch thread: a pool of processes each starting a thread per
+    core oversubscribes a many-core machine.
     """
     seeds = range(seed, seed + count)
     if workers > 1 and count > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=get_context("spawn"),
+            initializer=torch.set_num_threads,
+            initargs=(1,),
+        ) as pool:
             scenes = list(pool.map(generate_scene, seeds, [size] * count, chunksize=4))
     else:
         scenes = [generate_scene(scene_seed, size) for scene_seed in seeds]
