@@ -81,6 +81,8 @@ def test_train_chips_evaluate(labelled_raster: tuple[Path, Path], tmp_path: Path
             "32",
             "--threads",
             "1",
+            "--loader-workers",
+            "1",
             "--precision",
             "fp32",
             "--val-fraction",

@@ -53,6 +53,13 @@ DEFAULT_CLASSES = "lawn,bridge,building"
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="Torch threads (set to the free cores).")
 @click.option(
+    "--loader-workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processes that make batches ahead of the training step; on a GPU, the free cores.",
+)
+@click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
 @click.option("--precision", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
@@ -83,6 +90,7 @@ def train_command(
     val_fraction: float,
     seed: int,
     threads: int | None,
+    loader_workers: int,
     device: str,
     precision: str,
     gsd: float | None,
@@ -177,6 +185,7 @@ def train_command(
             resume=resume,
             initial=initial,
             on_progress=report,
+            loader_workers=loader_workers,
         )
     spec = package_segmenter(net, output, classes=model_classes, mean=MEAN, std=STD, gsd_m=gsd)
     say(
