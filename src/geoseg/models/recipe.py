@@ -55,12 +55,12 @@ TRAIN_RASTER = "mosaic_z20_c1_rgb.tif"
 EVAL_RASTER = "mosaic_z21_c0_rgb.tif"
 LABELS = "labels_osm_buildings_epsg4326.geojson"
 SYNTHETIC_EVAL_SEED = 10**9
+"""First seed of the synthetic evaluation scenes; training uses seed * 100003 + i, far below."""
 SYNTHETIC_VALIDATION_SCENES = 20
 """Synthetic scenes painted beyond ``--synthetic-scenes`` and held out for validation."""
 BRIDGE_SCENE_SHARE = 0.5
 """Share of synthetic training crops drawn from the scenes that hold a bridge (about one in
 three does): bridges are the rarest class, and the hardest."""
-"""First seed of the synthetic evaluation scenes; training uses seed * 100003 + i, far below."""
 TRAINING_GSD_M = 0.15
 """Ground resolution of the fine-tuning raster; zoom augmentation spreads it over 0.1-0.22 m."""
 SEED_THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
