@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.models.augment import Augmentation
 from geoseg.models.recipe import (
-    BRIDGE_SCENE_SHARE,
     SEED_EROSIONS_PX,
     SEED_THRESHOLDS,
     evaluate_synthetic,
     main,
-    synthetic_sources,
     tune_decoding,
 )
 from geoseg.models.segmenter import package_segmenter
-from geoseg.models.synthetic import BRIDGE, CLASSES, synthetic_images
+from geoseg.models.synthetic import CLASSES, synthetic_images
 from geoseg.models.training import MEAN, STD
 from geoseg.models.unet import UNet
 
@@ -69,19 +66,3 @@ def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) ->
     assert chosen == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
     for row in scores:
         assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))
-
-
-def test_bridge_scenes_are_drawn_as_often_as_the_rest(tmp_path: Path) -> None:
-    scenes = synthetic_images(6, size=96, seed=6)
-    bridges = [s for s in scenes if (s.classes == BRIDGE).any()]
-    assert 0 < len(bridges) < len(scenes)
-
-    sources = synthetic_sources(scenes, Augmentation(), weight=2.0)
-
-    with_bridge, without = sources
-    assert with_bridge.images == tuple(bridges)
-    assert with_bridge.weight == 2.0 * BRIDGE_SCENE_SHARE
-    assert not any((s.classes == BRIDGE).any() for s in without.images)
-    assert len(without.images) == len(scenes) - len(bridges)
-    assert without.weight == 2.0 * (1 - BRIDGE_SCENE_SHARE)
-    assert with_bridge.labelled_classes == without.labelled_classes == (1, 2, 3)

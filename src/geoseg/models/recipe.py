@@ -37,7 +37,7 @@ from geoseg.models.contract import ModelSpec, load_model, read_model_spec, selec
 from geoseg.models.datasets import LabelledImage, read_georeferenced, rename_classes
 from geoseg.models.evaluation import InstanceSet, evaluate_instances, format_table, predict_image
 from geoseg.models.segmenter import package_segmenter
-from geoseg.models.synthetic import BRIDGE, CLASSES, synthetic_images
+from geoseg.models.synthetic import CLASSES, synthetic_images
 from geoseg.models.training import (
     MEAN,
     STD,
@@ -56,11 +56,6 @@ EVAL_RASTER = "mosaic_z21_c0_rgb.tif"
 LABELS = "labels_osm_buildings_epsg4326.geojson"
 SYNTHETIC_EVAL_SEED = 10**9
 """First seed of the synthetic evaluation scenes; training uses seed * 100003 + i, far below."""
-SYNTHETIC_VALIDATION_SCENES = 20
-"""Synthetic scenes painted beyond ``--synthetic-scenes`` and held out for validation."""
-BRIDGE_SCENE_SHARE = 0.5
-"""Share of synthetic training crops drawn from the scenes that hold a bridge (about one in
-three does): bridges are the rarest class, and the hardest."""
 TRAINING_GSD_M = 0.15
 """Ground resolution of the fine-tuning raster; zoom augmentation spreads it over 0.1-0.22 m."""
 SEED_THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
@@ -103,21 +98,6 @@ def read_training_image(data: Path) -> LabelledImage:
     return kampala
 
 
-def synthetic_sources(
-    scenes: Sequence[LabelledImage], augmentation: Augmentation, weight: float = 1.0
-) -> list[TrainingSource]:
-    """Synthetic scenes of all three classes, those with a bridge drawn `BRIDGE_SCENE_SHARE`
-    of the time; ``weight`` in all."""
-    with_bridge = tuple(s for s in scenes if (s.classes == BRIDGE).any())
-    without = tuple(s for s in scenes if not (s.classes == BRIDGE).any())
-    shares = ((with_bridge, BRIDGE_SCENE_SHARE), (without, 1 - BRIDGE_SCENE_SHARE))
-    return [
-        TrainingSource(group, (1, 2, 3), weight=weight * share, augmentation=augmentation)
-        for group, share in shares
-        if group
-    ]
-
-
 def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
     """Both stages on synthetic scenes and ``kampala`` (see `read_training_image`), packaging
     and optional evaluation; returns a summary."""
@@ -134,14 +114,12 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         "loader_workers": args.loader_workers,
     }
     scenes = synthetic_images(
-        args.synthetic_scenes + SYNTHETIC_VALIDATION_SCENES,
-        size=384,
-        seed=args.seed * 100_003,
-        workers=args.workers,
+        args.synthetic_scenes, size=384, seed=args.seed * 100_003, workers=args.workers
     )
-    train_scenes = scenes[:-SYNTHETIC_VALIDATION_SCENES]
-    held_scenes = scenes[-SYNTHETIC_VALIDATION_SCENES:]
-    synthetic = synthetic_sources(train_scenes, Augmentation(zoom=(0.7, 1.4)))
+    train_scenes, held_scenes = split_validation(scenes, 0.1)
+    synthetic = TrainingSource(
+        tuple(train_scenes), (1, 2, 3), augmentation=Augmentation(zoom=(0.7, 1.4))
+    )
     common = {
         "classes": CLASSES,
         "batch_size": args.batch_size,
@@ -160,7 +138,7 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         make_batch([TrainingSource(tuple(held_scenes), (1, 2, 3))], pre_config, rng, augment=False)
     ]
     net, pre = train(
-        synthetic,
+        [synthetic],
         pre_config,
         validation=pre_val,
         checkpoint=out.with_suffix(".pretrain.ckpt"),
@@ -189,7 +167,7 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         for _ in range(2)
     ]
     net, fine = train(
-        [real, *synthetic],
+        [real, synthetic],
         fine_config,
         validation=fine_val,
         checkpoint=out.with_suffix(".finetune.ckpt"),
@@ -370,8 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--synthetic-scenes",
         type=int,
         default=300,
-        help="synthetic 384 px training scenes to paint (about 0.3 s each), "
-        f"besides {SYNTHETIC_VALIDATION_SCENES} held out",
+        help="synthetic 384 px scenes to paint (about 0.3 s each; a tenth are held out)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tile-size", type=int, default=256)
