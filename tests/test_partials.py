@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import shapely
 
 from geoseg.tasks.inference import TilePrediction
-from geoseg.tasks.partials import load_labels, load_pieces, save_batch, stitch_saved
+from geoseg.tasks.partials import LabelArchives, load_pieces, save_batch, stitch_saved
 from geoseg.tasks.stitch import TilePieces, cut_pieces, match_overlaps, stitch_objects
 from geoseg.tasks.tiling import Tile, plan_tiles
 
@@ -72,9 +73,29 @@ def test_a_batch_round_trips(tmp_path: Path) -> None:
     assert len(loaded) == len(saved)
     for back, (pieces, labels) in zip(loaded, saved, strict=True):
         assert_same_pieces(back, pieces)
-        back_labels = load_labels(path, pieces.tile)
+        with closing(LabelArchives(keep=1)) as archives:
+            back_labels = archives.labels(path, pieces.tile)
         np.testing.assert_array_equal(back_labels, labels)
-        assert back_labels.dtype == np.uint32
+        assert back_labels.dtype == np.uint8  # the smallest type that holds these few labels
+
+
+@pytest.mark.parametrize(
+    ("largest", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.uint16), (70_000, np.uint32)]
+)
+def test_label_arrays_are_saved_in_the_smallest_type_that_holds_them(
+    tmp_path: Path, largest: int, dtype: type
+) -> None:
+    (pieces, labels), *_ = results(TILES)
+    labels = labels.astype(np.uint32)
+    labels[0, 0] = largest
+    path = tmp_path / "batch.npz"
+
+    save_batch(path, [(pieces, labels)])
+
+    with closing(LabelArchives(keep=1)) as archives:
+        back = archives.labels(path, pieces.tile)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, labels)
 
 
 def test_multipolygons_holes_and_instances_outside_the_core_round_trip(tmp_path: Path) -> None:

@@ -8,9 +8,12 @@ Files are written to a temporary name and renamed, so a batch file is either who
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import closing
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -27,7 +30,7 @@ def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> 
     for pieces, labels in results:
         i = pieces.tile.index
         wkbs = [shapely.to_wkb(pieces.pieces[label]) for label in sorted(pieces.pieces)]
-        arrays[f"labels_{i}"] = labels
+        arrays[f"labels_{i}"] = compact_labels(labels)
         arrays[f"class_ids_{i}"] = pieces.class_ids
         arrays[f"scores_{i}"] = pieces.scores
         arrays[f"core_px_{i}"] = pieces.core_px
@@ -43,6 +46,19 @@ def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> 
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def compact_labels(labels: np.ndarray) -> np.ndarray:
+    """A label array in the smallest unsigned type that holds its largest label.
+
+    Stitching reads every tile's labels back in the flow's process, after the last batch;
+    uint8 instead of uint32 makes that four times less to inflate.
+    """
+    largest = int(labels.max(initial=0))
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return labels.astype(dtype, copy=False)
+    return labels
 
 
 def load_pieces(path: Path, tiles: Sequence[Tile]) -> list[TilePieces]:
@@ -67,10 +83,25 @@ def load_pieces(path: Path, tiles: Sequence[Tile]) -> list[TilePieces]:
     return results
 
 
-def load_labels(path: Path, tile: Tile) -> np.ndarray:
-    """Read one tile's instance label array from its batch file."""
-    with np.load(path, allow_pickle=False) as archive:
+class LabelArchives:
+    """Reads tiles' label arrays from batch files, keeping the ``keep`` last used files open:
+    opening one reads its whole index (seven arrays per tile), which costs more than inflating
+    a uint8 label array. Close it when done."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._open: OrderedDict[Path, Any] = OrderedDict()
+
+    def labels(self, path: Path, tile: Tile) -> np.ndarray:
+        archive = self._open.pop(path, None) or np.load(path, allow_pickle=False)
+        self._open[path] = archive
+        while len(self._open) > self._keep:
+            self._open.popitem(last=False)[1].close()
         return np.asarray(archive[f"labels_{tile.index}"])
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
 
 
 def stitch_saved(tiles: tuple[Tile, ...], batch_files: Sequence[Path]) -> list[StitchedObject]:
@@ -87,11 +118,13 @@ def stitch_saved(tiles: tuple[Tile, ...], batch_files: Sequence[Path]) -> list[S
         pieces.extend(batch)
         file_of.update((p.tile.index, path) for p in batch)
 
-    def read_labels(tile: Tile) -> np.ndarray | None:
-        path = file_of.get(tile.index)
-        return None if path is None else load_labels(path, tile)
+    with closing(LabelArchives(keep=4)) as archives:
 
-    tiles_per_row = len({tile.col_off for tile in tiles})
-    labels_of = lru_cache(maxsize=2 * tiles_per_row + 2)(read_labels)
+        def read_labels(tile: Tile) -> np.ndarray | None:
+            path = file_of.get(tile.index)
+            return None if path is None else archives.labels(path, tile)
 
-    return stitch_objects(pieces, match_overlaps(tiles, labels_of))
+        tiles_per_row = len({tile.col_off for tile in tiles})
+        labels_of = lru_cache(maxsize=2 * tiles_per_row + 2)(read_labels)
+        matches = match_overlaps(tiles, labels_of)
+    return stitch_objects(pieces, matches)
