@@ -93,7 +93,9 @@ class LabelArchives:
         self._open: OrderedDict[Path, Any] = OrderedDict()
 
     def labels(self, path: Path, tile: Tile) -> np.ndarray:
-        archive = self._open.pop(path, None) or np.load(path, allow_pickle=False)
+        archive = self._open.pop(path, None)
+        if archive is None:
+            archive = np.load(path, allow_pickle=False)
         self._open[path] = archive
         while len(self._open) > self._keep:
             self._open.popitem(last=False)[1].close()
