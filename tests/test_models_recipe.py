@@ -9,16 +9,19 @@ import numpy as np
 import pytest
 import torch
 
+from geoseg.models.contract import load_model
 from geoseg.models.recipe import (
     SEED_EROSIONS_PX,
     SEED_THRESHOLDS,
+    build_parser,
     evaluate_synthetic,
     main,
+    run,
     tune_decoding,
 )
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES, synthetic_images
-from geoseg.models.training import MEAN, STD
+from geoseg.models.training import MEAN, STD, TrainingConfig, build_network, save_weights
 from geoseg.models.unet import UNet
 
 
@@ -66,3 +69,24 @@ def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) ->
     assert chosen == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
     for row in scores:
         assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))
+
+
+def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path) -> None:
+    config = TrainingConfig(classes=CLASSES, widths=(4, 8))
+    weights = tmp_path / "trained.ckpt"
+    save_weights(weights, build_network(config), config)
+    args = build_parser().parse_args(
+        ["--out", str(tmp_path / "m.pt"), "--weights", str(weights), "--synthetic-scenes", "10"]
+    )
+
+    summary = run(args, synthetic_images(1, size=192, seed=3)[0])
+
+    assert summary["weights"] == str(weights)
+    assert "pretrain" not in summary
+    assert "finetune" not in summary
+    model, _ = load_model(tmp_path / "m.pt", torch.device("cpu"))
+    chosen = summary["decoding"]["chosen"]  # type: ignore[index]
+    assert (model.seed_threshold, model.seed_erosion_px) == (
+        chosen["seed_threshold"],
+        chosen["seed_erosion_px"],
+    )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.errors import ModelError
+from geoseg.errors import ModelError, OptionsError
 from geoseg.models.datasets import LabelledImage
 from geoseg.models.training import (
     TrainingConfig,
@@ -63,6 +63,42 @@ def test_steps_reduce_the_loss_on_a_fixed_batch() -> None:
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
     losses = [train_step(net, optimizer, batch, "fp32", torch.device("cpu")) for _ in range(12)]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_batches_travel_as_bytes_and_arrive_as_floats() -> None:
+    batch = make_batch([TrainingSource((_image(),), (3,))], _config(), np.random.default_rng(1))
+
+    assert batch.targets.dtype == batch.weights.dtype == torch.uint8
+    moved = batch.to(torch.device("cpu"))
+    assert moved.targets.dtype == moved.weights.dtype == torch.float32
+    assert torch.equal(moved.targets, batch.targets.float())
+
+
+def test_wider_target_widths_thicken_boundaries_and_contacts() -> None:
+    image = _image()
+    instances = np.zeros_like(image.instances)
+    instances[10:50, 8:28], instances[10:50, 33:53] = 1, 2  # 5 px apart
+    source = TrainingSource(
+        (LabelledImage(image.image, instances, image.classes[:2], image.valid),), (3,)
+    )
+    narrow = make_batch([source], _config(tile_px=64), np.random.default_rng(3), augment=False)
+    wide = make_batch(
+        [source],
+        _config(tile_px=64, boundary_px=2, contact_px=4),
+        np.random.default_rng(3),
+        augment=False,
+    )
+
+    assert torch.equal(wide.targets[:, 6], narrow.targets[:, 6])  # bodies are unchanged
+    for channel in (7, 8):  # building boundary, building contact
+        assert wide.targets[:, channel].sum() > narrow.targets[:, channel].sum()
+        assert bool((wide.targets[:, channel] >= narrow.targets[:, channel]).all())
+
+
+@pytest.mark.parametrize("name", ["boundary_px", "contact_px"])
+def test_target_widths_must_be_positive(name: str) -> None:
+    with pytest.raises(OptionsError, match=name):
+        _config(**{name: 0})
 
 
 def test_loss_ignores_unlabelled_channels() -> None:

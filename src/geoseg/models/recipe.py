@@ -45,15 +45,20 @@ from geoseg.models.training import (
     TrainingConfig,
     TrainingResult,
     TrainingSource,
+    load_checkpoint,
     make_batch,
+    network_from_checkpoint,
     save_weights,
     split_validation,
     train,
 )
+from geoseg.models.unet import UNet
 
 TRAIN_RASTER = "mosaic_z20_c1_rgb.tif"
 EVAL_RASTER = "mosaic_z21_c0_rgb.tif"
 LABELS = "labels_osm_buildings_epsg4326.geojson"
+HELD_OUT_SHARE = 0.1
+"""Share of the painted synthetic scenes held out: the last ones, for validation."""
 SYNTHETIC_EVAL_SEED = 10**9
 """First seed of the synthetic evaluation scenes; training uses seed * 100003 + i, far below."""
 TRAINING_GSD_M = 0.15
@@ -99,24 +104,73 @@ def read_training_image(data: Path) -> LabelledImage:
 
 
 def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
-    """Both stages on synthetic scenes and ``kampala`` (see `read_training_image`), packaging
-    and optional evaluation; returns a summary."""
+    """Both training stages on synthetic scenes and ``kampala`` (see `read_training_image`), or
+    the weights of ``--weights``; then packaging and optional evaluation. Returns a summary."""
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = Path(args.data)
-    budget = args.minutes
     device = select_device(args.device)
     summary: dict[str, object] = {
-        "minutes": budget,
+        "minutes": args.minutes,
         "threads": args.threads,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "loader_workers": args.loader_workers,
     }
-    scenes = synthetic_images(
-        args.synthetic_scenes, size=384, seed=args.seed * 100_003, workers=args.workers
+    base_seed = args.seed * 100_003
+    held = max(1, round(args.synthetic_scenes * HELD_OUT_SHARE))
+    trained = args.synthetic_scenes - held
+    held_scenes = synthetic_images(held, size=384, seed=base_seed + trained, workers=args.workers)
+    kampala_train, kampala_val = split_validation([kampala], 0.15)
+    if args.weights:
+        net = network_from_checkpoint(load_checkpoint(args.weights))
+        summary["weights"] = str(args.weights)
+    else:
+        train_scenes = synthetic_images(trained, size=384, seed=base_seed, workers=args.workers)
+        net = train_stages(args, train_scenes, held_scenes, kampala_train, kampala_val, summary)
+    summary["batch_size"], summary["tile_size"], summary["training_gsd_m"] = (
+        args.batch_size,
+        args.tile_size,
+        TRAINING_GSD_M,
     )
-    train_scenes, held_scenes = split_validation(scenes, 0.1)
+    package = partial(
+        package_segmenter,
+        net,
+        out,
+        classes=CLASSES,
+        mean=MEAN,
+        std=STD,
+        name="geoseg-default",
+        gsd_m=TRAINING_GSD_M,
+    )
+    package()
+    decoding, scores = tune_decoding(
+        out, {"kampala": kampala_val, "synthetic": held_scenes}, args.threads, device
+    )
+    summary["decoding"] = {"chosen": decoding, "validation_f1": scores}
+    spec = package(
+        seed_threshold=decoding["seed_threshold"],
+        seed_erosion_px=int(decoding["seed_erosion_px"]),
+    )
+    summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
+    if args.evaluate:
+        summary |= score(out, Path(args.data), args)
+    return summary
+
+
+def train_stages(
+    args: argparse.Namespace,
+    train_scenes: Sequence[LabelledImage],
+    held_scenes: Sequence[LabelledImage],
+    kampala_train: Sequence[LabelledImage],
+    kampala_val: Sequence[LabelledImage],
+    summary: dict[str, object],
+) -> UNet:
+    """Pre-train on synthetic scenes, fine-tune on Kampala mixed with them; record both stages
+    in ``summary`` and save the weights beside ``--out`` (``.ckpt``)."""
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    device = select_device(args.device)
+    budget = args.minutes
     synthetic = TrainingSource(
         tuple(train_scenes), (1, 2, 3), augmentation=Augmentation(zoom=(0.7, 1.4))
     )
@@ -125,6 +179,8 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         "batch_size": args.batch_size,
         "tile_px": args.tile_size,
         "seed": args.seed,
+        "boundary_px": args.boundary_px,
+        "contact_px": args.contact_px,
     }
     pre_config = TrainingConfig(
         **common,
@@ -148,7 +204,6 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         loader_workers=args.loader_workers,
     )
     summary["pretrain"] = _stage_summary(pre)
-    kampala_train, kampala_val = split_validation([kampala], 0.15)
     # Kampala has lawns the labels leave out, but no bridge: its roofs teach what is not a bridge.
     real = TrainingSource(
         tuple(kampala_train), (2, 3), weight=3.0, augmentation=Augmentation(zoom=(0.67, 1.5))
@@ -179,34 +234,7 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
     )
     summary["finetune"] = _stage_summary(fine)
     save_weights(out.with_suffix(".ckpt"), net, fine_config)
-    summary["batch_size"], summary["tile_size"], summary["training_gsd_m"] = (
-        args.batch_size,
-        args.tile_size,
-        TRAINING_GSD_M,
-    )
-    package = partial(
-        package_segmenter,
-        net,
-        out,
-        classes=CLASSES,
-        mean=MEAN,
-        std=STD,
-        name="geoseg-default",
-        gsd_m=TRAINING_GSD_M,
-    )
-    package()
-    decoding, scores = tune_decoding(
-        out, {"kampala": kampala_val, "synthetic": held_scenes}, args.threads, device
-    )
-    summary["decoding"] = {"chosen": decoding, "validation_f1": scores}
-    spec = package(
-        seed_threshold=decoding["seed_threshold"],
-        seed_erosion_px=int(decoding["seed_erosion_px"]),
-    )
-    summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
-    if args.evaluate:
-        summary |= score(out, data, args)
-    return summary
+    return net
 
 
 def tune_decoding(
@@ -352,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tile-size", type=int, default=256)
+    parser.add_argument(
+        "--boundary-px", type=int, default=1, help="width of the boundary targets, in pixels"
+    )
+    parser.add_argument(
+        "--contact-px",
+        type=int,
+        default=2,
+        help="width of the contact targets (where touching objects are cut apart), in pixels",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
@@ -365,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the stage checkpoints")
+    parser.add_argument(
+        "--weights",
+        metavar="CKPT",
+        help="skip training: package, tune and score these trained weights (a .ckpt the recipe "
+        "wrote, on a GPU machine say); pass the same --synthetic-scenes and --seed",
+    )
     parser.add_argument(
         "--evaluate", action="store_true", help="score the result on z21 and synthetic scenes"
     )

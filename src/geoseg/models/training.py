@@ -64,7 +64,8 @@ class TrainingConfig:
 
     ``iterations`` is the length of the learning-rate schedule; ``max_minutes`` (optional, counted
     from the start or the resumption of a run) ends the run earlier and shortens the schedule to
-    what fits, re-measured every 25 steps.
+    what fits, re-measured every 25 steps. ``boundary_px`` and ``contact_px`` are the widths of
+    the boundary and contact targets (see `instance_targets`).
     """
 
     classes: dict[int, str]
@@ -77,6 +78,8 @@ class TrainingConfig:
     warmup_iterations: int = 30
     seed: int = 0
     precision: str = "bf16"
+    boundary_px: int = 1
+    contact_px: int = 2
     validate_every: int = 100
     checkpoint_every: int = 100
     widths: tuple[int, ...] = DEFAULT_WIDTHS
@@ -86,7 +89,8 @@ class TrainingConfig:
             raise OptionsError(f"classes must be numbered 1..K, got {sorted(self.classes)}")
         if self.precision not in ("bf16", "fp32"):
             raise OptionsError(f"precision must be bf16 or fp32, got {self.precision!r}")
-        for name in ("tile_px", "batch_size", "iterations", "validate_every", "checkpoint_every"):
+        names = ("tile_px", "batch_size", "iterations", "boundary_px", "contact_px")
+        for name in (*names, "validate_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise OptionsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.tile_px % (2 ** (len(self.widths) - 1)):
@@ -100,14 +104,19 @@ class Batch:
     """Network inputs and targets of one step, standardised and on the CPU."""
 
     images: torch.Tensor  # float32 [B, C, T, T], standardised
-    targets: torch.Tensor  # float32 [B, 3K, T, T]
-    weights: torch.Tensor  # float32 [B, 3K, T, T]: 1 where the loss counts
+    targets: torch.Tensor  # uint8 [B, 3K, T, T], 0 or 1
+    weights: torch.Tensor  # uint8 [B, 3K, T, T]: 1 where the loss counts
 
     def to(self, device: torch.device) -> Batch:
+        """The batch on ``device``, targets and weights as float32 for the loss.
+
+        They travel as bytes: a quarter of the memory to copy between loader workers, into
+        pinned memory and onto a GPU.
+        """
         return Batch(
             self.images.to(device, non_blocking=True),
-            self.targets.to(device, non_blocking=True),
-            self.weights.to(device, non_blocking=True),
+            self.targets.to(device, non_blocking=True).float(),
+            self.weights.to(device, non_blocking=True).float(),
         )
 
     def pin_memory(self) -> Batch:
@@ -159,13 +168,15 @@ def make_batch(
         image = source.images[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
         augmentation = source.augmentation if augment else NO_AUGMENTATION
         crops.append(sample_crop(image, config.tile_px, rng, augmentation))
-        labelled = torch.zeros(3 * num_classes)
+        labelled = torch.zeros(3 * num_classes, dtype=torch.uint8)
         for class_id in source.labelled_classes:
             labelled[3 * (class_id - 1) : 3 * class_id] = 1.0
         masks.append(labelled)
     images, instances, classes, valid = collate(crops)
-    targets = instance_targets(instances, classes, num_classes)
-    weights_t = torch.stack(masks)[:, :, None, None] * valid[:, None].float()
+    targets = instance_targets(
+        instances, classes, num_classes, config.boundary_px, config.contact_px
+    ).to(torch.uint8)
+    weights_t = torch.stack(masks)[:, :, None, None] * valid[:, None]
     return Batch(standardise(images), targets, weights_t.expand_as(targets).contiguous())
 
 
