@@ -275,9 +275,10 @@ def test_tta_is_refused_up_front_for_a_model_without_it(
     [
         (5, 8, [5]),
         (100, 8, [8] * 12 + [4]),  # 13 model batches: one per task
-        (529, 8, [32] * 16 + [17]),  # 67 model batches: 4 per task, at least 16 tasks
-        (1369, 8, [64] * 21 + [25]),  # at most 8 model batches per task
-        (1369, 2, [16] * 85 + [9]),
+        # 67 model batches: up to 4 per task (at least 16 tasks), a quarter of what is left
+        (529, 8, [32] * 13 + [24, 24, 16] + [8] * 6 + [1]),
+        (1369, 8, [64] * 18 + [56, 40, 32, 24, 16] + [8] * 6 + [1]),  # at most 8 per task
+        (1369, 2, [16] * 82 + [14, 10, 8, 6, 4, 4, 2, 2, 2, 2, 2, 1]),
     ],
 )
 def test_batch_tasks_hold_whole_model_batches_more_of_them_on_big_rasters(

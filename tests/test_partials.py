@@ -149,6 +149,26 @@ def test_batch_files_hold_no_pickles(tmp_path: Path) -> None:
     assert arrays["tiles"].tolist() == [pieces.tile.index for pieces, _ in results(TILES)]
 
 
+def test_stitching_reads_each_batch_file_once_it_is_ready_in_plan_order(tmp_path: Path) -> None:
+    # Each file is written only when stitching waits for it, as a worker would finish it.
+    batches = {
+        tmp_path / f"{start}.npz": TILES[start : start + 2] for start in range(0, len(TILES), 3)
+    }
+    waited: list[Path] = []
+
+    def ready(path: Path) -> None:
+        waited.append(path)
+        save_batch(path, results(batches[path]))
+
+    lazily = stitch_saved(TILES, list(batches), ready)
+
+    assert waited == list(batches)
+    expected = stitch_saved(TILES, list(batches))
+    assert [(o.geometry.wkb, o.class_id, o.score) for o in lazily] == [
+        (o.geometry.wkb, o.class_id, o.score) for o in expected
+    ]
+
+
 @pytest.mark.parametrize("batch_size", [1, 4, len(TILES)])
 def test_stitching_saved_batches_equals_stitching_in_memory(
     tmp_path: Path, batch_size: int
@@ -160,7 +180,7 @@ def test_stitching_saved_batches_equals_stitching_in_memory(
     in_memory = results(TILES)
     labels = {pieces.tile.index: labels for pieces, labels in in_memory}
 
-    saved = stitch_saved(TILES, files[::-1])
+    saved = stitch_saved(TILES, files)
 
     expected = stitch_objects(
         [pieces for pieces, _ in in_memory],

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import geoseg.tasks.cache
 from geoseg import run
 from geoseg.tasks.cache import cache_folder
 from tests.oracle_model import write_oracle_model
@@ -79,7 +80,7 @@ def test_whole_run_killed_then_resumed_matches_an_uninterrupted_run(
 
 
 def test_changed_parameters_never_reuse_stale_batches(
-    make_raster, oracle: Path, tmp_path: Path, dask_address: str
+    make_raster, oracle: Path, tmp_path: Path, dask_address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scene = make_raster(scene_bands(), nodata=NODATA)
     out = tmp_path / "objects.gpkg"
@@ -96,6 +97,18 @@ def test_changed_parameters_never_reuse_stale_batches(
         **TILING,
     )
     assert again.batches_reused == again.batches
+    with monkeypatch.context() as patched:
+        patched.setattr(geoseg.tasks.cache, "BATCH_LAYOUT", geoseg.tasks.cache.BATCH_LAYOUT + 1)
+        regrouped = run(
+            [scene],
+            out,
+            model=oracle,
+            dask_address=dask_address,
+            overwrite=True,
+            keep_cache=True,
+            **TILING,
+        )
+    assert regrouped.batches_reused == 0  # batch files grouped another way are never resumed
     other = {**TILING, "overlap_px": 12}
     changed = run(
         [scene],

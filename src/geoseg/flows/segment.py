@@ -10,7 +10,7 @@ the output's ``failures`` table and the others are still written, unless ``fail_
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,21 +105,29 @@ georeference = task(name="georeference", cache_policy=NO_CACHE)(georeference_obj
 
 MAX_BATCHES_PER_TASK = 8
 MIN_TASKS = 16
+TAIL_SHARE = 4
 
 
 def batches(tiles: Sequence[Tile], batch_size: int) -> list[tuple[Tile, ...]]:
-    """The tiles of each batch task, in plan order (the last task may hold fewer).
+    """The tiles of each batch task, in plan order.
 
     A task runs whole model batches of ``batch_size`` tiles: one on small rasters, and on a
     raster of more than `MIN_TASKS` model batches up to `MAX_BATCHES_PER_TASK` of them, as many
     as keep at least `MIN_TASKS` tasks to spread over the workers. Each task costs the flow
     about 0.15 s (Prefect serialises its settings with every submit to Dask), which would
-    otherwise be 20 ms per tile. The grouping depends only on the tile count and
+    otherwise be 20 ms per tile. Tasks shrink towards the end of the plan, to a `TAIL_SHARE`
+    of the model batches left, down to one: the workers then finish together instead of one
+    waiting on the other's last big task. The grouping depends only on the tile count and
     ``batch_size``, so a resumed run finds the batch files it wrote before.
     """
     model_batches = -(-len(tiles) // batch_size)
-    per_task = batch_size * max(1, min(MAX_BATCHES_PER_TASK, model_batches // MIN_TASKS))
-    return [tuple(tiles[i : i + per_task]) for i in range(0, len(tiles), per_task)]
+    largest = min(MAX_BATCHES_PER_TASK, model_batches // MIN_TASKS)
+    groups, start = [], 0
+    while start < model_batches:
+        take = max(1, min(largest, (model_batches - start) // TAIL_SHARE))
+        groups.append(tuple(tiles[start * batch_size : (start + take) * batch_size]))
+        start += take
+    return groups
 
 
 def isolates_failures(config: RunConfig, rasters: int) -> bool:
@@ -374,9 +382,9 @@ def segment_into(
         ]
         for raster, plan, pending in zip(rasters, plans, submitted, strict=True):
             try:
-                wait_for(pending, isolate)
+                # Stitching waits for each batch as it reaches its tiles, following the workers.
+                stitched = stitch(plan, [path for path, _ in pending], waiter(pending))
                 progress.batches_waited(path for path, _ in pending)
-                stitched = stitch(plan, [path for path, _ in pending])
                 rows = georeference(
                     stitched,
                     raster,
@@ -388,6 +396,7 @@ def segment_into(
             except Exception as exc:
                 if not isolate:
                     raise
+                settle(pending)  # the batches that succeed are kept for the next run
                 failures.append((failure_of(raster.path, exc), exc))
                 get_run_logger().warning("skipped %s", failures[-1][0].reason)
                 continue
@@ -408,26 +417,26 @@ def segment_into(
     return summary, objects, counts
 
 
-def wait_for(
-    pending: Sequence[tuple[Path, PrefectFuture[BatchReport] | None]], isolate: bool
-) -> None:
-    """Wait for a raster's batches; raise the first failure at once, or when all ended if
-    ``isolate``.
+def waiter(
+    pending: Sequence[tuple[Path, PrefectFuture[BatchReport] | None]],
+) -> Callable[[Path], None]:
+    """A wait for the batch that writes a file, raising its failure; no wait for a file an
+    earlier, interrupted run wrote."""
+    futures = dict(pending)
 
-    Waiting for every batch of a failed raster keeps the ones that succeeded for the next run.
-    """
-    errors: list[BaseException] = []
-    for _, future in pending:
-        if future is None:
-            continue
-        try:
+    def ready(path: Path) -> None:
+        future = futures[path]
+        if future is not None:
             future.result()
-        except Exception as exc:
-            if not isolate:
-                raise
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+
+    return ready
+
+
+def settle(pending: Sequence[tuple[Path, PrefectFuture[BatchReport] | None]]) -> None:
+    """Wait for every batch of a raster that failed, whatever their outcome."""
+    for _, future in pending:
+        if future is not None:
+            future.wait()
 
 
 def report(result: RunResult) -> None:

@@ -37,6 +37,11 @@ def raster_fingerprint(raster: RasterInfo) -> dict[str, object]:
     return identity
 
 
+BATCH_LAYOUT = 2
+"""Version of how a raster's tiles are grouped into batch files: batch files grouped another
+way (by an older geoseg) are never resumed from, since their tiles would not line up."""
+
+
 def batch_folder(
     output: Path,
     raster: RasterInfo,
@@ -50,9 +55,10 @@ def batch_folder(
     """The folder of one raster's batch files for these model, tiling and inference parameters.
 
     ``scale`` (model pixels per raster pixel) and ``tta`` change what the model sees, so they
-    are part of the key.
+    are part of the key, and so is `BATCH_LAYOUT`.
     """
     key = {
+        "layout": BATCH_LAYOUT,
         "raster": raster_fingerprint(raster),
         "model_sha256": model_sha256,
         "tiling": list(tiling),

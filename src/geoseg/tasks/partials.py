@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from functools import lru_cache
 from pathlib import Path
@@ -106,27 +106,64 @@ class LabelArchives:
             self._open.popitem()[1].close()
 
 
-def stitch_saved(tiles: tuple[Tile, ...], batch_files: Sequence[Path]) -> list[StitchedObject]:
-    """Stitch a raster's objects from its batch files.
+def stitch_saved(
+    tiles: tuple[Tile, ...],
+    batch_files: Sequence[Path],
+    ready: Callable[[Path], object] = lambda path: None,
+) -> list[StitchedObject]:
+    """Stitch a raster's objects from its batch files (in plan order).
 
-    Pieces of every tile are read at once (they are polygons, small); label arrays are read pair
-    by pair, in plan order, through a cache of two rows of tiles: memory grows with the raster's
-    width, not its area.
+    Files are read in order as stitching reaches their tiles, each once ``ready`` returns for
+    it: passed a wait for the batch that writes it, stitching follows the workers instead of
+    starting after the last batch. Pieces are kept (they are polygons, small); label arrays are
+    read pair by pair, in plan order, through a cache of two rows of tiles: memory grows with
+    the raster's width, not its area.
     """
-    pieces: list[TilePieces] = []
-    file_of: dict[int, Path] = {}
-    for path in batch_files:
-        batch = load_pieces(path, tiles)
-        pieces.extend(batch)
-        file_of.update((p.tile.index, path) for p in batch)
-
+    files = _FilesInOrder(tiles, batch_files, ready)
     with closing(LabelArchives(keep=4)) as archives:
 
         def read_labels(tile: Tile) -> np.ndarray | None:
-            path = file_of.get(tile.index)
+            path = files.file_of(tile)
             return None if path is None else archives.labels(path, tile)
 
         tiles_per_row = len({tile.col_off for tile in tiles})
         labels_of = lru_cache(maxsize=2 * tiles_per_row + 2)(read_labels)
         matches = match_overlaps(tiles, labels_of)
-    return stitch_objects(pieces, matches)
+    return stitch_objects(files.all_pieces(), matches)
+
+
+class _FilesInOrder:
+    """A raster's batch files, read one after another as their tiles are asked for."""
+
+    def __init__(
+        self, tiles: tuple[Tile, ...], paths: Sequence[Path], ready: Callable[[Path], object]
+    ) -> None:
+        self._tiles, self._unread, self._ready = tiles, list(reversed(paths)), ready
+        self._pieces: list[TilePieces] = []
+        self._file_of: dict[int, Path] = {}
+        self._last_index = -1  # the highest tile index read so far
+
+    def file_of(self, tile: Tile) -> Path | None:
+        """The file holding ``tile``'s results; None for a tile with none (skipped as nodata).
+
+        Files cover consecutive runs of tiles, so once a later tile has been read, an absent
+        tile is in no file.
+        """
+        while tile.index not in self._file_of and tile.index > self._last_index and self._unread:
+            self._read_next()
+        return self._file_of.get(tile.index)
+
+    def all_pieces(self) -> list[TilePieces]:
+        """The pieces of every tile, once every file is read."""
+        while self._unread:
+            self._read_next()
+        return self._pieces
+
+    def _read_next(self) -> None:
+        path = self._unread.pop()
+        self._ready(path)
+        batch = load_pieces(path, self._tiles)
+        self._pieces.extend(batch)
+        for pieces in batch:
+            self._file_of[pieces.tile.index] = path
+            self._last_index = max(self._last_index, pieces.tile.index)
