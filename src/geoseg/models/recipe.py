@@ -17,6 +17,8 @@ resampled to the model's 0.15 m as ``geoseg run`` reads it, and so are synthetic
 with seeds no training run uses. ``--score MODEL`` scores an existing model the same way.
 Checkpoints of both stages go beside ``--out``; ``--resume`` continues an interrupted stage. The
 weights alone go beside it too (``.ckpt``), for ``geoseg train --init`` to fine-tune from.
+``--weights CKPT`` skips training: it packages, tunes and scores weights the recipe trained
+elsewhere (on a GPU machine, say; pass the same ``--synthetic-scenes`` and ``--seed``).
 """
 
 from __future__ import annotations
