@@ -10,6 +10,7 @@ import torch
 
 from geoseg.errors import ModelError, OptionsError
 from geoseg.models.datasets import LabelledImage
+from geoseg.models.targets import instance_targets
 from geoseg.models.training import (
     TrainingConfig,
     TrainingSource,
@@ -55,23 +56,28 @@ def test_steps_reduce_the_loss_on_a_fixed_batch() -> None:
     source = TrainingSource((_image(),), (3,))
     batch = make_batch([source], config, np.random.default_rng(1))
     # Only the building channels count: the source labels nothing else.
-    assert batch.weights[:, :6].sum() == 0
-    assert batch.weights[:, 6:].sum() > 0
+    _, weights = batch.targets(config)
+    assert weights[:, :6].sum() == 0
+    assert weights[:, 6:].sum() > 0
     from geoseg.models.unet import UNet
 
     net = UNet(3, 3, (8, 16))
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
-    losses = [train_step(net, optimizer, batch, "fp32", torch.device("cpu")) for _ in range(12)]
+    losses = [train_step(net, optimizer, batch, config, torch.device("cpu")) for _ in range(12)]
     assert losses[-1] < 0.8 * losses[0]
 
 
-def test_batches_travel_as_bytes_and_arrive_as_floats() -> None:
-    batch = make_batch([TrainingSource((_image(),), (3,))], _config(), np.random.default_rng(1))
+def test_targets_are_made_from_the_batch_where_it_is_used() -> None:
+    config = _config()
+    batch = make_batch([TrainingSource((_image(),), (3,))], config, np.random.default_rng(1))
+    assert batch.instances.dtype == torch.int32
 
-    assert batch.targets.dtype == batch.weights.dtype == torch.uint8
-    moved = batch.to(torch.device("cpu"))
-    assert moved.targets.dtype == moved.weights.dtype == torch.float32
-    assert torch.equal(moved.targets, batch.targets.float())
+    targets, weights = batch.to(torch.device("cpu")).targets(config)
+
+    expected = instance_targets(batch.instances.long(), batch.classes, 3)
+    assert torch.equal(targets, expected)
+    assert targets.dtype == weights.dtype == torch.float32
+    assert torch.equal(weights[:, 6:], batch.valid[:, None].float().expand(-1, 3, -1, -1))
 
 
 def test_wider_target_widths_thicken_boundaries_and_contacts() -> None:
@@ -81,18 +87,15 @@ def test_wider_target_widths_thicken_boundaries_and_contacts() -> None:
     source = TrainingSource(
         (LabelledImage(image.image, instances, image.classes[:2], image.valid),), (3,)
     )
-    narrow = make_batch([source], _config(tile_px=64), np.random.default_rng(3), augment=False)
-    wide = make_batch(
-        [source],
-        _config(tile_px=64, boundary_px=2, contact_px=4),
-        np.random.default_rng(3),
-        augment=False,
-    )
+    batch = make_batch([source], _config(tile_px=64), np.random.default_rng(3), augment=False)
 
-    assert torch.equal(wide.targets[:, 6], narrow.targets[:, 6])  # bodies are unchanged
+    narrow, _ = batch.targets(_config(tile_px=64))
+    wide, _ = batch.targets(_config(tile_px=64, boundary_px=2, contact_px=4))
+
+    assert torch.equal(wide[:, 6], narrow[:, 6])  # bodies are unchanged
     for channel in (7, 8):  # building boundary, building contact
-        assert wide.targets[:, channel].sum() > narrow.targets[:, channel].sum()
-        assert bool((wide.targets[:, channel] >= narrow.targets[:, channel]).all())
+        assert wide[:, channel].sum() > narrow[:, channel].sum()
+        assert bool((wide[:, channel] >= narrow[:, channel]).all())
 
 
 @pytest.mark.parametrize("name", ["boundary_px", "contact_px"])

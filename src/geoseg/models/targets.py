@@ -53,7 +53,9 @@ def instance_targets(
     pixel_class = torch.where(instances.unsqueeze(1) > 0, pixel_class, 0)
     # Contact belongs to the classes of the objects it separates.
     contact_class = _max_filter(pixel_class.float(), contact_px).long()
-    targets = torch.zeros((batch, 3 * num_classes, height, width), dtype=torch.float32)
+    targets = torch.zeros(
+        (batch, 3 * num_classes, height, width), dtype=torch.float32, device=instances.device
+    )
     for k in range(num_classes):
         of_class = pixel_class == k + 1
         targets[:, 3 * k : 3 * k + 1] = of_class.float()

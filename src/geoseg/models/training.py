@@ -101,28 +101,39 @@ class TrainingConfig:
 
 @dataclass
 class Batch:
-    """Network inputs and targets of one step, standardised and on the CPU."""
+    """Network inputs of one step, and the instance maps its targets are made from.
+
+    Targets are made where the batch is used (`targets`), not where it is drawn: on a GPU they
+    cost next to nothing, while in a loader worker they were two thirds of a batch's CPU time.
+    Instance maps also travel in a quarter of the bytes of the targets and weights.
+    """
 
     images: torch.Tensor  # float32 [B, C, T, T], standardised
-    targets: torch.Tensor  # uint8 [B, 3K, T, T], 0 or 1
-    weights: torch.Tensor  # uint8 [B, 3K, T, T]: 1 where the loss counts
+    instances: torch.Tensor  # int32 [B, T, T]: 0 background, i instance i
+    classes: torch.Tensor  # int64 [B, M + 1]: the 1-based class of each instance
+    valid: torch.Tensor  # bool [B, T, T]: pixels inside the source image
+    labelled: torch.Tensor  # bool [B, 3K]: the channels the crop's source labels
 
     def to(self, device: torch.device) -> Batch:
-        """The batch on ``device``, targets and weights as float32 for the loss.
-
-        They travel as bytes: a quarter of the memory to copy between loader workers, into
-        pinned memory and onto a GPU.
-        """
-        return Batch(
-            self.images.to(device, non_blocking=True),
-            self.targets.to(device, non_blocking=True).float(),
-            self.weights.to(device, non_blocking=True).float(),
-        )
+        return Batch(*(tensor.to(device, non_blocking=True) for tensor in self._tensors()))
 
     def pin_memory(self) -> Batch:
         """Page-locked copies, so that `to` a GPU can overlap the next step (DataLoader calls
         this when ``pin_memory=True``)."""
-        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.weights.pin_memory())
+        return Batch(*(tensor.pin_memory() for tensor in self._tensors()))
+
+    def targets(self, config: TrainingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 targets and loss weights ``[B, 3K, T, T]`` (see `instance_targets`), on the
+        batch's device; a weight is 1 where the loss counts."""
+        num_classes = len(config.classes)
+        targets = instance_targets(
+            self.instances.long(), self.classes, num_classes, config.boundary_px, config.contact_px
+        )
+        weights = self.labelled[:, :, None, None] & self.valid[:, None]
+        return targets, weights.float().expand_as(targets)
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.images, self.instances, self.classes, self.valid, self.labelled)
 
 
 @dataclass(frozen=True)
@@ -161,23 +172,18 @@ def make_batch(
     """Draw ``config.batch_size`` crops from ``sources`` and compute their targets."""
     weights = np.array([s.weight for s in sources], dtype=np.float64)
     crops, masks = [], []
-    num_classes = len(config.classes)
     for _ in range(config.batch_size):
         source = sources[int(rng.choice(len(sources), p=weights / weights.sum()))]
         sizes = np.array([im.instances.size for im in source.images], dtype=np.float64)
         image = source.images[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
         augmentation = source.augmentation if augment else NO_AUGMENTATION
         crops.append(sample_crop(image, config.tile_px, rng, augmentation))
-        labelled = torch.zeros(3 * num_classes, dtype=torch.uint8)
+        labelled = torch.zeros(3 * len(config.classes), dtype=torch.bool)
         for class_id in source.labelled_classes:
-            labelled[3 * (class_id - 1) : 3 * class_id] = 1.0
+            labelled[3 * (class_id - 1) : 3 * class_id] = True
         masks.append(labelled)
     images, instances, classes, valid = collate(crops)
-    targets = instance_targets(
-        instances, classes, num_classes, config.boundary_px, config.contact_px
-    ).to(torch.uint8)
-    weights_t = torch.stack(masks)[:, :, None, None] * valid[:, None]
-    return Batch(standardise(images), targets, weights_t.expand_as(targets).contiguous())
+    return Batch(standardise(images), instances.to(torch.int32), classes, valid, torch.stack(masks))
 
 
 class _IterationBatches(torch.utils.data.Dataset[Batch]):
@@ -244,15 +250,19 @@ def segmentation_loss(
 
 
 def train_step(
-    net: UNet, optimizer: torch.optim.Optimizer, batch: Batch, precision: str, device: torch.device
+    net: UNet,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    config: TrainingConfig,
+    device: torch.device,
 ) -> float:
     """One optimiser step on ``batch``; returns the loss."""
     net.train()
     batch = batch.to(device)
     images = batch.images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         logits = net(images)
-    loss = segmentation_loss(logits, batch.targets, batch.weights)
+    loss = segmentation_loss(logits, *batch.targets(config))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
@@ -260,17 +270,18 @@ def train_step(
 
 
 def validation_loss(
-    net: UNet, batches: Sequence[Batch], precision: str, device: torch.device
+    net: UNet, batches: Sequence[Batch], config: TrainingConfig, device: torch.device
 ) -> float:
     """Mean loss over fixed validation batches, in eval mode."""
     net.eval()
     total = 0.0
+    bf16 = config.precision == "bf16"
     with torch.inference_mode():
         for batch in batches:
             moved = batch.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = net(moved.images.contiguous(memory_format=torch.channels_last))
-            total += float(segmentation_loss(logits, moved.targets, moved.weights))
+            total += float(segmentation_loss(logits, *moved.targets(config)))
     return total / max(len(batches), 1)
 
 
@@ -437,7 +448,7 @@ def train(
         for batch in batches:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, iteration, total)
-            loss = train_step(net, optimizer, batch, config.precision, device)
+            loss = train_step(net, optimizer, batch, config, device)
             iteration += 1
             elapsed = time.perf_counter() - began
             pace = elapsed / (iteration - start)
@@ -450,7 +461,7 @@ def train(
                     total = iteration  # out of time: the schedule ends here
             last = iteration == total
             if validation and (iteration % config.validate_every == 0 or last):
-                val_loss = validation_loss(net, validation, config.precision, device)
+                val_loss = validation_loss(net, validation, config, device)
             if checkpoint is not None and (iteration % config.checkpoint_every == 0 or last):
                 save_checkpoint(checkpoint, net, optimizer, iteration, config, total)
             if on_progress is not None:
