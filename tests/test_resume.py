@@ -15,6 +15,7 @@ import pytest
 
 import geoseg.tasks.cache
 from geoseg import run
+from geoseg.flows.segment import RunResult
 from geoseg.tasks.cache import cache_folder
 from tests.oracle_model import write_oracle_model
 from tests.scenes import NODATA, objects_of, scene_bands
@@ -87,47 +88,25 @@ def test_changed_parameters_never_reuse_stale_batches(
     first = run([scene], out, model=oracle, dask_address=dask_address, keep_cache=True, **TILING)
     assert first.batches_reused == 0
     assert cache_folder(out).exists()
-    again = run(
-        [scene],
-        out,
-        model=oracle,
-        dask_address=dask_address,
-        overwrite=True,
-        keep_cache=True,
-        **TILING,
-    )
-    assert again.batches_reused == again.batches
-    with monkeypatch.context() as patched:
-        patched.setattr(geoseg.tasks.cache, "BATCH_LAYOUT", geoseg.tasks.cache.BATCH_LAYOUT + 1)
-        regrouped = run(
+
+    def rerun(**options: object) -> RunResult:
+        kept = {"keep_cache": True} if "clear_cache" not in options else {}
+        return run(
             [scene],
             out,
             model=oracle,
             dask_address=dask_address,
             overwrite=True,
-            keep_cache=True,
-            **TILING,
+            **{**TILING, **kept, **options},  # type: ignore[arg-type]
         )
+
+    again = rerun()
+    assert again.batches_reused == again.batches
+    with monkeypatch.context() as patched:
+        patched.setattr(geoseg.tasks.cache, "BATCH_LAYOUT", geoseg.tasks.cache.BATCH_LAYOUT + 1)
+        regrouped = rerun()
     assert regrouped.batches_reused == 0  # batch files grouped another way are never resumed
-    other = {**TILING, "overlap_px": 12}
-    changed = run(
-        [scene],
-        out,
-        model=oracle,
-        dask_address=dask_address,
-        overwrite=True,
-        keep_cache=True,
-        **other,
-    )
-    assert changed.batches_reused == 0
-    cleared = run(
-        [scene],
-        out,
-        model=oracle,
-        dask_address=dask_address,
-        overwrite=True,
-        clear_cache=True,
-        **TILING,
-    )
+    assert rerun(overlap_px=12).batches_reused == 0
+    cleared = rerun(clear_cache=True)
     assert cleared.batches_reused == 0
     assert not cache_folder(out).exists()

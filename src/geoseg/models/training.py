@@ -169,7 +169,8 @@ def make_batch(
     rng: np.random.Generator,
     augment: bool = True,
 ) -> Batch:
-    """Draw ``config.batch_size`` crops from ``sources`` and compute their targets."""
+    """Draw ``config.batch_size`` crops from ``sources`` (their targets are made later, see
+    `Batch.targets`)."""
     weights = np.array([s.weight for s in sources], dtype=np.float64)
     crops, masks = [], []
     for _ in range(config.batch_size):
@@ -415,8 +416,8 @@ def train(
         Called after every iteration (a progress bar).
     loader_workers
         Processes that make batches ahead of the training step (0: the training process makes
-        each in turn). A GPU trains faster than one CPU core crops and computes targets; the
-        batches, and so the run, are the same for any number.
+        each in turn). A GPU trains faster than one CPU core crops and augments; the batches,
+        and so the run, are the same for any number.
     """
     if loader_workers < 0:
         raise OptionsError(f"loader workers must be 0 or more, got {loader_workers}")
