@@ -105,7 +105,8 @@ class Batch:
 
     Targets are made where the batch is used (`targets`), not where it is drawn: on a GPU they
     cost next to nothing, while in a loader worker they were two thirds of a batch's CPU time.
-    Instance maps also travel in a quarter of the bytes of the targets and weights.
+    Instance maps and valid masks are also a fourteenth of the bytes of the targets and weights
+    of three classes, to copy out of loader workers and onto a GPU.
     """
 
     images: torch.Tensor  # float32 [B, C, T, T], standardised
