@@ -47,6 +47,7 @@ from geoseg.models.training import (
     TrainingConfig,
     TrainingResult,
     TrainingSource,
+    held_out_count,
     load_checkpoint,
     make_batch,
     network_from_checkpoint,
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         "loader_workers": args.loader_workers,
     }
     base_seed = args.seed * 100_003
-    held = max(1, round(args.synthetic_scenes * HELD_OUT_SHARE))
+    held = held_out_count(args.synthetic_scenes, HELD_OUT_SHARE)
     trained = args.synthetic_scenes - held
     held_scenes = synthetic_images(held, size=384, seed=base_seed + trained, workers=args.workers)
     kampala_train, kampala_val = split_validation([kampala], 0.15)

@@ -474,6 +474,12 @@ def train(
     return net, TrainingResult(iteration - start, time.perf_counter() - began, loss, val_loss)
 
 
+def held_out_count(count: int, fraction: float) -> int:
+    """How many of ``count`` images `split_validation` holds out: ``fraction`` of them, at least
+    one."""
+    return max(1, round(count * fraction))
+
+
 def split_validation(
     images: Sequence[LabelledImage], fraction: float
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -485,7 +491,7 @@ def split_validation(
     if not 0 < fraction < 1:
         raise OptionsError(f"validation fraction must be between 0 and 1, got {fraction}")
     if len(images) > 1:
-        held = max(1, round(len(images) * fraction))
+        held = held_out_count(len(images), fraction)
         return list(images[:-held]), list(images[-held:])
     (image,) = images
     height = image.instances.shape[0]

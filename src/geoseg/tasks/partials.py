@@ -51,8 +51,8 @@ def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> 
 def compact_labels(labels: np.ndarray) -> np.ndarray:
     """A label array in the smallest unsigned type that holds its largest label.
 
-    Stitching reads every tile's labels back in the flow's process, after the last batch;
-    uint8 instead of uint32 makes that four times less to inflate.
+    Stitching reads every tile's labels back in the flow's process; uint8 instead of uint32
+    makes that four times less to inflate.
     """
     largest = int(labels.max(initial=0))
     for dtype in (np.uint8, np.uint16, np.uint32):
