@@ -14,6 +14,7 @@ from geoseg.models.recipe import (
     SEED_EROSIONS_PX,
     SEED_THRESHOLDS,
     build_parser,
+    evaluate_image,
     evaluate_synthetic,
     main,
     run,
@@ -43,6 +44,18 @@ def test_synthetic_scores_cover_every_class_of_unseen_scenes(tmp_path: Path) -> 
     assert set(report["classes"]) == set(CLASSES.values())
     for scores in report["classes"].values():
         assert 0.0 <= scores["f1"] <= 1.0
+
+
+def test_one_labelled_image_is_scored_with_every_object_counted_once(tmp_path: Path) -> None:
+    (scene,) = synthetic_images(1, size=96, seed=3)
+
+    report = evaluate_image(tiny_model(tmp_path), scene, threads=1)
+
+    for class_id, name in CLASSES.items():
+        scores = report["classes"][name]
+        objects = int(np.sum(scene.classes == class_id))
+        assert scores["true_positives"] + scores["false_negatives"] == objects
+    assert report["inference_mp_per_s"] > 0
 
 
 def test_the_recipe_needs_a_model_to_write_or_to_score() -> None:
