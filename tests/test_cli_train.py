@@ -90,6 +90,7 @@ def test_train_chips_evaluate(labelled_raster: tuple[Path, Path], tmp_path: Path
         ],
     )
     assert trained.exit_code == 0, trained.output
+    assert "chosen on the validation images" in trained.output
     spec = read_model_spec(model)
     assert spec.classes == {1: "lawn", 2: "bridge", 3: "building"}
     assert (spec.tile_size, spec.overlap, spec.bands) == (512, 64, (1, 2, 3))

@@ -14,11 +14,13 @@ from affine import Affine
 from geoseg.errors import OptionsError
 from geoseg.models.datasets import (
     cut_chips,
+    keep_model_classes,
     read_coco,
     read_georeferenced,
     rename_classes,
     write_coco,
 )
+from geoseg.models.synthetic import synthetic_images
 
 # COCO images are PNGs without georeferencing, on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -151,3 +153,19 @@ def test_missing_coco_image_names_the_fix(tmp_path: Path) -> None:
     (tmp_path / "ann.json").write_text(json.dumps(document))
     with pytest.raises(OptionsError, match=r"nope\.png.*pass the images folder"):
         read_coco(tmp_path / "ann.json")
+
+
+def test_classes_a_model_lacks_become_ground_and_the_rest_are_renumbered() -> None:
+    (scene,) = synthetic_images(1, size=128, seed=5)
+    names = {1: "lawn", 2: "bridge", 3: "building"}
+    buildings = np.isin(scene.instances, np.flatnonzero(scene.classes == 3) + 1)
+
+    (kept,) = keep_model_classes([scene], names, {1: "car", 2: "building"})
+
+    assert (kept.instances > 0).tolist() == buildings.tolist()
+    assert kept.classes.tolist() == [2] * int(np.sum(scene.classes == 3))
+    assert sorted(np.unique(kept.instances[kept.instances > 0])) == list(
+        range(1, len(kept.classes) + 1)
+    )
+    assert np.array_equal(kept.image, scene.image)
+    assert np.array_equal(kept.valid, scene.valid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,11 @@ import torch
 
 from geoseg.models.contract import load_model
 from geoseg.models.recipe import (
-    SEED_EROSIONS_PX,
-    SEED_THRESHOLDS,
     build_parser,
     evaluate_image,
     evaluate_synthetic,
     main,
     run,
-    tune_decoding,
 )
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES, synthetic_images
@@ -61,27 +57,6 @@ def test_one_labelled_image_is_scored_with_every_object_counted_once(tmp_path: P
 def test_the_recipe_needs_a_model_to_write_or_to_score() -> None:
     with pytest.raises(SystemExit):
         main(["--minutes", "1"])
-
-
-def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) -> None:
-    scenes = synthetic_images(3, size=96, seed=7)
-    empty = replace(
-        scenes[0], instances=np.zeros_like(scenes[0].instances), classes=scenes[0].classes[:0]
-    )
-
-    chosen, scores = tune_decoding(
-        tiny_model(tmp_path),
-        {"a": scenes[:2], "b": [scenes[2], empty]},
-        threads=1,
-        device=torch.device("cpu"),
-    )
-
-    pairs = {(row["seed_threshold"], row["seed_erosion_px"]) for row in scores}
-    assert pairs == {(t, e) for t in SEED_THRESHOLDS for e in SEED_EROSIONS_PX}
-    best = max(scores, key=lambda row: row["mean"])
-    assert chosen == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
-    for row in scores:
-        assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))
 
 
 def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path) -> None:

@@ -101,12 +101,15 @@ def train_command(
     optionally mixed with synthetic scenes (--synthetic N); --synthetic alone pre-trains.
     """
     import numpy as np
+    import torch
 
     from geoseg.errors import OptionsError
     from geoseg.models.contract import select_device
+    from geoseg.models.datasets import keep_model_classes
+    from geoseg.models.decoding import package_tuned
     from geoseg.models.labels import load_labelled
-    from geoseg.models.segmenter import package_segmenter
     from geoseg.models.shipped import default_weights_path
+    from geoseg.models.synthetic import CLASSES as SYNTHETIC_CLASSES
     from geoseg.models.synthetic import synthetic_images
     from geoseg.models.training import (
         MEAN,
@@ -134,7 +137,7 @@ def train_command(
             "nothing to train on: pass --coco, --raster with --labels, or --synthetic N"
         )
     sources: list[TrainingSource] = []
-    validation_images = []
+    held_out: dict[str, TrainingSource] = {}
     if has_labels:
         images = load_labelled(
             model_classes,
@@ -150,15 +153,17 @@ def train_command(
         train_images, held = split_validation(images, val_fraction)
         labelled = tuple(sorted({int(c) for im in images for c in im.classes}))
         sources.append(TrainingSource(tuple(train_images), labelled, weight=3.0))
-        validation_images.append(TrainingSource(tuple(held), labelled))
+        held_out["labelled"] = TrainingSource(tuple(held), labelled)
     if synthetic > 0:
-        scenes = synthetic_images(synthetic, seed=seed * 100_003)
+        scenes = keep_model_classes(
+            synthetic_images(synthetic, seed=seed * 100_003), SYNTHETIC_CLASSES, model_classes
+        )
         train_scenes, held_scenes = split_validation(scenes, val_fraction)
         synthetic_classes = tuple(
-            k for k, v in model_classes.items() if v in ("lawn", "bridge", "building")
+            k for k, v in model_classes.items() if v in SYNTHETIC_CLASSES.values()
         )
         sources.append(TrainingSource(tuple(train_scenes), synthetic_classes))
-        validation_images.append(TrainingSource(tuple(held_scenes), synthetic_classes))
+        held_out["synthetic"] = TrainingSource(tuple(held_scenes), synthetic_classes)
     config = TrainingConfig(
         classes=model_classes,
         tile_px=tile_size,
@@ -170,7 +175,7 @@ def train_command(
         precision=precision,
     )
     rng = np.random.default_rng([seed, 2**31 - 1])
-    validation = [make_batch(validation_images, config, rng, augment=False) for _ in range(2)]
+    validation = [make_batch(list(held_out.values()), config, rng, augment=False) for _ in range(2)]
     if init_checkpoint is not None and str(init_checkpoint) == "default":
         init_checkpoint = default_weights_path()
     initial = network_from_checkpoint(load_checkpoint(init_checkpoint)) if init_checkpoint else None
@@ -187,9 +192,25 @@ def train_command(
             on_progress=report,
             loader_workers=loader_workers,
         )
-    spec = package_segmenter(net, output, classes=model_classes, mean=MEAN, std=STD, gsd_m=gsd)
     say(
         f"Trained {result.iterations} iterations in {result.seconds / 60:.1f} min "
-        f"(loss {result.loss:.3f}, validation {result.validation_loss or float('nan'):.3f}); "
-        f"wrote {spec.path}, checkpoint {checkpoint}"
+        f"(loss {result.loss:.3f}, validation {result.validation_loss or float('nan'):.3f})"
     )
+    spec, decoding, _ = package_tuned(
+        net,
+        output,
+        {group: list(source.images) for group, source in held_out.items()},
+        threads or torch.get_num_threads(),
+        torch_device,
+        classes=model_classes,
+        mean=MEAN,
+        std=STD,
+        gsd_m=gsd,
+    )
+    chosen = (
+        f"seed threshold {decoding['seed_threshold']}, seed erosion "
+        f"{decoding['seed_erosion_px']:.0f} px, chosen on the validation images"
+        if decoding
+        else "the default decoding (no labelled object to choose one on)"
+    )
+    say(f"Wrote {spec.path} with {chosen}; checkpoint {checkpoint}")

@@ -413,3 +413,30 @@ def rename_classes(
         LabelledImage(im.image, im.instances, lookup[im.classes], im.valid, im.name, im.gsd_m)
         for im in images
     ]
+
+
+def keep_model_classes(
+    images: Sequence[LabelledImage], names: Mapping[int, str], model_classes: Mapping[int, str]
+) -> list[LabelledImage]:
+    """Renumber the classes of ``images`` (named by ``names``) to the ids of ``model_classes``;
+    objects of classes the model does not have become background.
+
+    For generated scenes mixed into training: a model of buildings and cars learns from their
+    buildings, and their lawns and bridges are ground like any other.
+    """
+    ids = {name: class_id for class_id, name in model_classes.items()}
+    lookup = np.zeros(max(names, default=0) + 1, dtype=np.int64)
+    for class_id, name in names.items():
+        lookup[class_id] = ids.get(name, 0)
+    kept = []
+    for im in images:
+        classes = lookup[im.classes]
+        keep = classes > 0
+        renumber = np.zeros(len(classes) + 1, dtype=np.int32)
+        renumber[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        kept.append(
+            LabelledImage(
+                im.image, renumber[im.instances], classes[keep], im.valid, im.name, im.gsd_m
+            )
+        )
+    return kept

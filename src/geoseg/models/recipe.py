@@ -30,18 +30,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from geoseg.models.augment import Augmentation
-from geoseg.models.contract import ModelSpec, load_model, read_model_spec, select_device
+from geoseg.models.contract import load_model, read_model_spec, select_device
 from geoseg.models.datasets import LabelledImage, read_georeferenced, rename_classes
+from geoseg.models.decoding import package_tuned
 from geoseg.models.evaluation import InstanceSet, evaluate_instances, format_table, predict_image
-from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES, synthetic_images
 from geoseg.models.training import (
     MEAN,
@@ -69,10 +68,6 @@ SYNTHETIC_EVAL_SEED = 10**9
 """First seed of the synthetic evaluation scenes; training uses seed * 100003 + i, far below."""
 TRAINING_GSD_M = 0.15
 """Ground resolution of the fine-tuning raster; zoom augmentation spreads it over 0.1-0.22 m."""
-SEED_THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
-SEED_EROSIONS_PX = (0, 2, 4)
-"""Decoding seed thresholds and seed erosions tried on the validation images; the best pair is
-shipped in the model file."""
 
 
 def _stage_summary(result: TrainingResult) -> dict[str, float | int | None]:
@@ -139,41 +134,24 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
         TRAINING_GSD_M,
     )
     validation = {"kampala": kampala_val, "synthetic": held_scenes}
-    summary |= package_tuned(net, out, validation, args.threads, device)
-    if args.evaluate:
-        summary |= score(out, Path(args.data), args)
-    return summary
-
-
-def package_tuned(
-    net: UNet,
-    out: Path,
-    validation: Mapping[str, Sequence[LabelledImage]],
-    threads: int,
-    device: torch.device,
-) -> dict[str, object]:
-    """Write ``net`` as the default model at ``out`` with the decoding that scores best on
-    ``validation`` (see `tune_decoding`); return the choice, its scores and the file's digest."""
-    package = partial(
-        package_segmenter,
+    spec, decoding, scores = package_tuned(
         net,
         out,
+        validation,
+        args.threads,
+        device,
+        report=lambda row: print(f"[tune] {row}", flush=True),
         classes=CLASSES,
         mean=MEAN,
         std=STD,
         name="geoseg-default",
         gsd_m=TRAINING_GSD_M,
     )
-    package()
-    decoding, scores = tune_decoding(out, validation, threads, device)
-    spec = package(
-        seed_threshold=decoding["seed_threshold"],
-        seed_erosion_px=int(decoding["seed_erosion_px"]),
-    )
-    return {
-        "decoding": {"chosen": decoding, "validation_f1": scores},
-        "model": {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size},
-    }
+    summary["decoding"] = {"chosen": decoding, "validation_f1": scores}
+    summary["model"] = {"path": spec.path, "sha256": spec.sha256, "bytes": out.stat().st_size}
+    if args.evaluate:
+        summary |= score(out, Path(args.data), args)
+    return summary
 
 
 def train_stages(
@@ -254,62 +232,6 @@ def train_stages(
     summary["finetune"] = _stage_summary(fine)
     save_weights(out.with_suffix(".ckpt"), net, fine_config)
     return net
-
-
-def tune_decoding(
-    model_path: Path,
-    validation: Mapping[str, Sequence[LabelledImage]],
-    threads: int,
-    device: torch.device,
-) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """The decoding's seed threshold and seed erosion that score best on the validation images;
-    and the scores of every pair tried.
-
-    Images are read as they are (Kampala is at the model's resolution; synthetic scenes at
-    0.1-1 m, as in pre-training). An image with objects scores the mean F1 at IoU 0.5 over their
-    classes; a group of images (real, synthetic) their mean; a pair the mean over groups.
-    Higher thresholds and wider erosions split touching objects apart, lower ones keep thin
-    objects whole.
-    """
-    torch.set_num_threads(threads)
-    model, spec = load_model(model_path, device)
-    scores: list[dict[str, float]] = []
-    for erosion in SEED_EROSIONS_PX:
-        for threshold in SEED_THRESHOLDS:
-            model.seed_threshold, model.seed_erosion_px = threshold, erosion
-            groups = {
-                name: float(
-                    np.mean(
-                        [
-                            _mean_f1(model, spec, image, device)
-                            for image in images
-                            if len(image.classes)
-                        ]
-                    )
-                )
-                for name, images in validation.items()
-            }
-            row = {"seed_threshold": threshold, "seed_erosion_px": erosion}
-            row |= {name: round(f1, 4) for name, f1 in groups.items()}
-            row["mean"] = round(float(np.mean(list(groups.values()))), 4)
-            print(f"[tune] {row}", flush=True)
-            scores.append(row)
-    best = max(scores, key=lambda row: row["mean"])
-    return {
-        "seed_threshold": best["seed_threshold"],
-        "seed_erosion_px": best["seed_erosion_px"],
-    }, scores
-
-
-def _mean_f1(
-    model: torch.jit.ScriptModule, spec: ModelSpec, image: LabelledImage, device: torch.device
-) -> float:
-    predicted = predict_image(model, spec, image.image, image.valid, device=device)
-    report = evaluate_instances(
-        [InstanceSet(image.instances, image.classes)], [predicted], spec.classes
-    )
-    present = {spec.classes[int(k)] for k in np.unique(image.classes)}
-    return float(np.mean([report["classes"][name]["f1"] for name in present]))
 
 
 def score(model_path: Path, data: Path, args: argparse.Namespace) -> dict[str, object]:

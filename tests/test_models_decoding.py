@@ -1,0 +1,84 @@
+"""Tests for geoseg.models.decoding: the decoding chosen on validation images."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoseg.models.contract import load_model
+from geoseg.models.datasets import LabelledImage
+from geoseg.models.decoding import SEED_EROSIONS_PX, SEED_THRESHOLDS, package_tuned, tune_decoding
+from geoseg.models.segmenter import package_segmenter
+from geoseg.models.synthetic import CLASSES, synthetic_images
+from geoseg.models.training import MEAN, STD
+from geoseg.models.unet import UNet
+
+CPU = torch.device("cpu")
+
+
+def tiny_network() -> UNet:
+    torch.manual_seed(0)
+    return UNet(3, len(CLASSES), widths=(4, 8))
+
+
+def without_objects(image: LabelledImage) -> LabelledImage:
+    return replace(image, instances=np.zeros_like(image.instances), classes=image.classes[:0])
+
+
+def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) -> None:
+    scenes = synthetic_images(3, size=96, seed=7)
+    model = tmp_path / "tiny.pt"
+    package_segmenter(tiny_network(), model, classes=CLASSES, mean=MEAN, std=STD)
+    rows: list[dict[str, float]] = []
+
+    chosen, scores = tune_decoding(
+        model, {"a": scenes[:2], "b": [scenes[2], without_objects(scenes[0])]}, 1, CPU, rows.append
+    )
+
+    pairs = {(row["seed_threshold"], row["seed_erosion_px"]) for row in scores}
+    assert pairs == {(t, e) for t in SEED_THRESHOLDS for e in SEED_EROSIONS_PX}
+    best = max(scores, key=lambda row: row["mean"])
+    assert chosen == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
+    for row in scores:
+        assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))
+    assert rows == scores
+
+
+def test_the_packaged_model_decodes_with_the_chosen_pair(tmp_path: Path) -> None:
+    scenes = synthetic_images(2, size=96, seed=11)
+    out = tmp_path / "tuned.pt"
+
+    spec, chosen, scores = package_tuned(
+        tiny_network(), out, {"synthetic": scenes}, 1, CPU, classes=CLASSES, mean=MEAN, std=STD
+    )
+
+    model, loaded = load_model(out, CPU)
+    assert (model.seed_threshold, model.seed_erosion_px) == (
+        chosen["seed_threshold"],
+        chosen["seed_erosion_px"],
+    )
+    assert len(scores) == len(SEED_THRESHOLDS) * len(SEED_EROSIONS_PX)
+    assert loaded.sha256 == spec.sha256
+
+
+def test_without_labelled_objects_the_default_decoding_is_kept(tmp_path: Path) -> None:
+    (scene,) = synthetic_images(1, size=96, seed=11)
+    out = tmp_path / "untuned.pt"
+
+    _, chosen, scores = package_tuned(
+        tiny_network(),
+        out,
+        {"empty": [without_objects(scene)], "none": []},
+        1,
+        CPU,
+        classes=CLASSES,
+        mean=MEAN,
+        std=STD,
+    )
+
+    model, _ = load_model(out, CPU)
+    assert (chosen, scores) == ({}, [])
+    assert (model.seed_threshold, model.seed_erosion_px) == (0.6, 0)
