@@ -274,7 +274,7 @@ def batch_compute(raster: Path, model: str, work: Path, args: argparse.Namespace
     return (time.perf_counter() - start) / sum(len(task) for task in timed)
 
 
-def _cpu_bound(_: int) -> float:
+def _cpu_bound() -> float:
     """Seconds of a fixed CPU-bound loop like a worker's (deflate, sorting, Python code)."""
     labels = np.random.default_rng(0).integers(0, 4, size=(512, 512), dtype=np.uint8)
     start = time.perf_counter()
@@ -287,7 +287,7 @@ def _cpu_bound(_: int) -> float:
 
 def _timed_loop(barrier: Any, results: Any) -> None:
     barrier.wait()
-    results.put(_cpu_bound(0))
+    results.put(_cpu_bound())
 
 
 def _slowest_of(processes: int) -> float:

@@ -399,16 +399,13 @@ def rename_classes(
     OptionsError
         A class of the data is not among the model's, naming both lists.
     """
-    ids = {name: class_id for class_id, name in model_classes.items()}
-    unknown = sorted(set(names.values()) - set(ids))
+    unknown = sorted(set(names.values()) - set(model_classes.values()))
     if unknown:
         raise OptionsError(
             f"label class {unknown[0]!r} is not one of the model's classes "
             f"{', '.join(model_classes.values())}; pass --classes or --class-name"
         )
-    lookup = np.zeros(max(names, default=0) + 1, dtype=np.int64)
-    for class_id, name in names.items():
-        lookup[class_id] = ids[name]
+    lookup = _class_lookup(names, model_classes)
     return [
         LabelledImage(im.image, im.instances, lookup[im.classes], im.valid, im.name, im.gsd_m)
         for im in images
@@ -424,10 +421,7 @@ def keep_model_classes(
     For generated scenes mixed into training: a model of buildings and cars learns from their
     buildings, and their lawns and bridges are ground like any other.
     """
-    ids = {name: class_id for class_id, name in model_classes.items()}
-    lookup = np.zeros(max(names, default=0) + 1, dtype=np.int64)
-    for class_id, name in names.items():
-        lookup[class_id] = ids.get(name, 0)
+    lookup = _class_lookup(names, model_classes)
     kept = []
     for im in images:
         classes = lookup[im.classes]
@@ -440,3 +434,12 @@ def keep_model_classes(
             )
         )
     return kept
+
+
+def _class_lookup(names: Mapping[int, str], model_classes: Mapping[int, str]) -> np.ndarray:
+    """The model's id of each data class id, by name; 0 for a class the model does not have."""
+    ids = {name: class_id for class_id, name in model_classes.items()}
+    lookup = np.zeros(max(names, default=0) + 1, dtype=np.int64)
+    for class_id, name in names.items():
+        lookup[class_id] = ids.get(name, 0)
+    return lookup
