@@ -62,7 +62,14 @@ DEFAULT_CLASSES = "lawn,bridge,building"
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
-@click.option("--precision", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 where the device computes it natively (GPUs, CPUs with AVX512-BF16 or "
+    "AMX), else fp32.",
+)
 @click.option(
     "--gsd",
     type=click.FloatRange(min=0, min_open=True),

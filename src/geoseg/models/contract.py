@@ -43,6 +43,7 @@ from typing import TypeGuard
 import torch
 
 from geoseg.errors import ModelError, OptionsError, OutputError
+from geoseg.models.precision import native_bf16
 
 SPEC_FILE = "geoseg.json"
 """Name of the extra file in a TorchScript archive that holds the model's description."""
@@ -305,6 +306,10 @@ def _load_cached(
     except (torch.jit.Error, RuntimeError, ValueError, OSError) as exc:
         raise ModelError(f"{file}: TorchScript cannot load the model: {last_line(exc)}") from None
     scripted: torch.jit.ScriptModule = model.eval()
+    on = torch.device(device)
+    if on.type == "cpu" and getattr(scripted, "precision", None) == "auto" and not native_bf16(on):
+        # A geoseg segmenter's "auto" is bfloat16 on any CPU; where it is emulated, float32 wins.
+        scripted.precision = "fp32"
     if spec.tta:
         scripted.tta = tta
     return scripted, spec

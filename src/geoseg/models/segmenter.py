@@ -22,7 +22,9 @@ from geoseg.models.labelmaps import ranked_detections
 from geoseg.models.unet import UNet, fuse_batchnorm
 
 PRECISIONS = ("fp32", "auto", "bf16", "fp16")
-"""``auto``: bfloat16 on CPU, float16 on CUDA; ``bf16``/``fp16`` force one; ``fp32`` neither."""
+"""``auto``: bfloat16 on CPU, float16 on CUDA; ``bf16``/``fp16`` force one; ``fp32`` neither.
+`geoseg.models.contract.load_model` turns ``auto`` into ``fp32`` on CPUs that only emulate
+bfloat16 (see `geoseg.models.precision`)."""
 
 
 class InstanceSegmenter(nn.Module):
@@ -34,7 +36,8 @@ class InstanceSegmenter(nn.Module):
         The trained network; its batch norms are folded into the convolutions here.
     precision : str
         One of `PRECISIONS`. Reduced precision roughly halves CPU inference time on CPUs with
-        bfloat16 support; the probabilities are summed and decoded in float32 either way.
+        native bfloat16 support (and multiplies it on those without); the probabilities are
+        summed and decoded in float32 either way.
     channels_last : bool
         Run the network in channels-last memory layout (faster convolutions on CPU and GPU).
     tta : bool

@@ -27,6 +27,7 @@ import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 from geoseg.errors import ModelError, OptionsError
 from geoseg.models.augment import NO_AUGMENTATION, Augmentation, collate, sample_crop
 from geoseg.models.datasets import LabelledImage
+from geoseg.models.precision import TRAINING_PRECISIONS, training_precision
 from geoseg.models.targets import instance_targets
 from geoseg.models.unet import DEFAULT_WIDTHS, UNet
 
@@ -77,7 +78,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     warmup_iterations: int = 30
     seed: int = 0
-    precision: str = "bf16"
+    precision: str = "auto"
     boundary_px: int = 1
     contact_px: int = 2
     validate_every: int = 100
@@ -87,8 +88,10 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if sorted(self.classes) != list(range(1, len(self.classes) + 1)):
             raise OptionsError(f"classes must be numbered 1..K, got {sorted(self.classes)}")
-        if self.precision not in ("bf16", "fp32"):
-            raise OptionsError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise OptionsError(
+                f"precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}"
+            )
         names = ("tile_px", "batch_size", "iterations", "boundary_px", "contact_px")
         for name in (*names, "validate_every", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -262,7 +265,7 @@ def train_step(
     net.train()
     batch = batch.to(device)
     images = batch.images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+    with _autocast(config, device):
         logits = net(images)
     loss = segmentation_loss(logits, *batch.targets(config))
     optimizer.zero_grad(set_to_none=True)
@@ -277,14 +280,19 @@ def validation_loss(
     """Mean loss over fixed validation batches, in eval mode."""
     net.eval()
     total = 0.0
-    bf16 = config.precision == "bf16"
     with torch.inference_mode():
         for batch in batches:
             moved = batch.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with _autocast(config, device):
                 logits = net(moved.images.contiguous(memory_format=torch.channels_last))
             total += float(segmentation_loss(logits, *moved.targets(config)))
     return total / max(len(batches), 1)
+
+
+def _autocast(config: TrainingConfig, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast when the run's precision resolves to it on ``device``."""
+    bf16 = training_precision(config.precision, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def learning_rate(config: TrainingConfig, iteration: int, total: int) -> float:
