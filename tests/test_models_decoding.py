@@ -10,8 +10,16 @@ import torch
 
 from geoseg.models.contract import load_model
 from geoseg.models.datasets import LabelledImage
-from geoseg.models.decoding import SEED_EROSIONS_PX, SEED_THRESHOLDS, package_tuned, tune_decoding
+from geoseg.models.decoding import (
+    SEED_EROSIONS_PX,
+    SEED_THRESHOLDS,
+    ReplayedNetwork,
+    package_tuned,
+    tune_decoding,
+)
+from geoseg.models.evaluation import predict_image
 from geoseg.models.segmenter import package_segmenter
+from geoseg.models.shipped import default_model_path
 from geoseg.models.synthetic import CLASSES, synthetic_images
 from geoseg.models.training import MEAN, STD
 from geoseg.models.unet import UNet
@@ -82,3 +90,24 @@ def test_without_labelled_objects_the_default_decoding_is_kept(tmp_path: Path) -
     model, _ = load_model(out, CPU)
     assert (chosen, scores) == ({}, [])
     assert (model.seed_threshold, model.seed_erosion_px) == (0.6, 0)
+
+
+def test_a_replayed_network_decodes_what_it_kept_as_the_model_would() -> None:
+    model, spec = load_model(default_model_path(), CPU)
+    scenes = synthetic_images(2, size=160, seed=5)
+    replayed, nothing_kept = ReplayedNetwork(model, 2**30), ReplayedNetwork(model, 0)
+    decoded = []
+
+    for threshold, erosion in ((0.6, 0), (0.9, 4)):
+        model.seed_threshold, model.seed_erosion_px = threshold, erosion
+        for scene in scenes:
+            expected = predict_image(model, spec, scene.image, scene.valid, 96, 16, CPU)
+            for network in (replayed, nothing_kept):
+                found = predict_image(network, spec, scene.image, scene.valid, 96, 16, CPU)
+                assert np.array_equal(found.labels, expected.labels)
+                assert np.array_equal(found.classes, expected.classes)
+            decoded.append(expected.labels)
+
+    assert any(not np.array_equal(a, b) for a, b in zip(decoded[:2], decoded[2:], strict=True))
+    assert len(replayed.kept) == 2 * 4  # 4 tiles of 96 px per scene
+    assert not nothing_kept.kept

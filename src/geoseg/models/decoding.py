@@ -9,6 +9,7 @@ training (seed erosion took the shipped model's building F1 on held-out Kampala 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -22,11 +23,14 @@ from geoseg.models.datasets import LabelledImage
 from geoseg.models.evaluation import InstanceSet, evaluate_instances, predict_image
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.unet import UNet
+from geoseg.tasks.inference import Detector
 
 SEED_THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
 SEED_EROSIONS_PX = (0, 2, 4)
 """Decoding seed thresholds and seed erosions tried on the validation images; the best pair is
 packaged in the model file."""
+TUNING_CACHE_BYTES = 2 * 1024**3
+"""Network output kept per validation image while the decodings are tried on it."""
 
 
 def package_tuned(
@@ -73,44 +77,82 @@ def tune_decoding(
     Images are read as they are, not resampled to the model's resolution: held-out parts of
     the training data, at the resolutions the network was trained at. An image with objects
     scores the mean F1 at IoU 0.5 over their classes; a group of images (real, synthetic) their
-    mean; a pair the mean over groups.
+    mean; a pair the mean over groups. The network runs once per image (`ReplayedNetwork`);
+    only the decoding runs once per pair.
     Higher thresholds and wider erosions split touching objects apart, lower ones keep thin
     objects whole.
     """
     torch.set_num_threads(threads)
     model, spec = load_model(model_path, device)
-    scores: list[dict[str, float]] = []
-    for erosion in SEED_EROSIONS_PX:
-        for threshold in SEED_THRESHOLDS:
-            model.seed_threshold, model.seed_erosion_px = threshold, erosion
-            groups = {
-                name: float(
-                    np.mean(
-                        [
-                            _mean_f1(model, spec, image, device)
-                            for image in images
-                            if len(image.classes)
-                        ]
-                    )
-                )
-                for name, images in validation.items()
-            }
-            row = {"seed_threshold": threshold, "seed_erosion_px": erosion}
-            row |= {name: round(f1, 4) for name, f1 in groups.items()}
-            row["mean"] = round(float(np.mean(list(groups.values()))), 4)
-            if report is not None:
-                report(row)
-            scores.append(row)
-    best = max(scores, key=lambda row: row["mean"])
-    return {
-        "seed_threshold": best["seed_threshold"],
-        "seed_erosion_px": best["seed_erosion_px"],
-    }, scores
+    candidates = [
+        {"seed_threshold": threshold, "seed_erosion_px": erosion}
+        for erosion in SEED_EROSIONS_PX
+        for threshold in SEED_THRESHOLDS
+    ]
+    f1s: dict[str, list[list[float]]] = {name: [[] for _ in candidates] for name in validation}
+    for name, images in validation.items():
+        for image in images:
+            if not len(image.classes):
+                continue
+            replayed = ReplayedNetwork(model, TUNING_CACHE_BYTES)
+            for scores, candidate in zip(f1s[name], candidates, strict=True):
+                for attribute, value in candidate.items():
+                    setattr(model, attribute, value)
+                scores.append(_mean_f1(replayed, spec, image, device))
+    rows: list[dict[str, float]] = []
+    for index, candidate in enumerate(candidates):
+        groups = {name: float(np.mean(scores[index])) for name, scores in f1s.items()}
+        row = {key: float(value) for key, value in candidate.items()}
+        row |= {name: round(f1, 4) for name, f1 in groups.items()}
+        row["mean"] = round(float(np.mean(list(groups.values()))), 4)
+        if report is not None:
+            report(row)
+        rows.append(row)
+    best = max(rows, key=lambda row: row["mean"])
+    return {key: best[key] for key in candidates[0]}, rows
 
 
-def _mean_f1(
-    model: torch.jit.ScriptModule, spec: ModelSpec, image: LabelledImage, device: torch.device
-) -> float:
+class ReplayedNetwork:
+    """A loaded model whose network runs once per tile: called again on the same tile, it
+    decodes the probabilities it kept with the decoding set on the model at that time.
+
+    Probabilities are kept up to ``max_bytes``; tiles beyond run the network every time.
+    """
+
+    def __init__(self, model: torch.jit.ScriptModule, max_bytes: int) -> None:
+        self.model = model
+        self.max_bytes = max_bytes
+        self.kept: dict[bytes, torch.Tensor] = {}
+        self.kept_bytes = 0
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections per image, as the model gives them (see `geoseg.models.contract`)."""
+        keys = [_tile_key(image) for image in images]
+        known = dict(self.kept)
+        missing = [index for index, key in enumerate(keys) if key not in known]
+        fresh = self._probabilities([images[index] for index in missing])
+        for index, probabilities in zip(missing, fresh, strict=True):
+            known[keys[index]] = probabilities
+            size = probabilities.numel() * probabilities.element_size()
+            if self.kept_bytes + size <= self.max_bytes:
+                self.kept[keys[index]] = probabilities
+                self.kept_bytes += size
+        return [self.model.detect(known[key]) for key in keys]
+
+    def _probabilities(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        if not images:
+            return []
+        if all(image.shape == images[0].shape for image in images):
+            return list(self.model.probabilities(torch.stack(images)).unbind(0))
+        return [self.model.probabilities(image.unsqueeze(0))[0] for image in images]
+
+
+def _tile_key(image: torch.Tensor) -> bytes:
+    shape = ",".join(map(str, image.shape)).encode()
+    return shape + hashlib.blake2b(image.cpu().numpy().tobytes(), digest_size=16).digest()
+
+
+def _mean_f1(model: Detector, spec: ModelSpec, image: LabelledImage, device: torch.device) -> float:
     predicted = predict_image(model, spec, image.image, image.valid, device=device)
     report = evaluate_instances(
         [InstanceSet(image.instances, image.classes)], [predicted], spec.classes

@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 
 from geoseg.errors import OptionsError
 from geoseg.models.contract import ModelSpec
-from geoseg.tasks.inference import TilePrediction, predict_tiles, resize_prediction
+from geoseg.tasks.inference import Detector, TilePrediction, predict_tiles, resize_prediction
 from geoseg.tasks.tiling import resampling_scale
 
 MATCH_IOU = 0.5
@@ -43,7 +43,7 @@ class InstanceSet:
 
 
 def predict_image(
-    model: torch.jit.ScriptModule,
+    model: Detector,
     spec: ModelSpec,
     pixels: npt.NDArray[Any],
     valid: npt.NDArray[np.bool_] | None = None,
@@ -113,7 +113,7 @@ def predict_image(
 
 
 def _predict_resampled(
-    model: torch.jit.ScriptModule,
+    model: Detector,
     spec: ModelSpec,
     pixels: npt.NDArray[Any],
     valid: npt.NDArray[np.bool_] | None,

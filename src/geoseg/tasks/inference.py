@@ -7,7 +7,7 @@ resolves pixels claimed by several instances in favour of the highest score.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +16,10 @@ import torch
 
 from geoseg.errors import ModelError, OptionsError, RasterError
 from geoseg.models.contract import ModelSpec, last_line
+
+Detector = Callable[[list[torch.Tensor]], object]
+"""What segments a batch of tiles: a loaded model (`geoseg.models.contract.load_model`), or
+anything called the same way and answering by the same contract."""
 
 MASK_THRESHOLD = 0.5
 """Mask probability above which a pixel belongs to an instance."""
@@ -63,7 +67,7 @@ class TilePrediction:
 
 
 def predict_tiles(
-    model: torch.jit.ScriptModule,
+    model: Detector,
     spec: ModelSpec,
     pixels: Sequence[np.ndarray],
     valid: Sequence[np.ndarray],
@@ -120,7 +124,7 @@ def predict_tiles(
 
 
 def _predict_in_memory(
-    model: torch.jit.ScriptModule,
+    model: Detector,
     spec: ModelSpec,
     images: list[torch.Tensor],
     usable: list[torch.Tensor],
