@@ -3,7 +3,7 @@
 Reduced precision halves the memory traffic of the network's convolutions, which pays where the
 hardware computes in bfloat16 natively: recent GPUs, and CPUs with AVX512-BF16 or AMX. Elsewhere
 oneDNN emulates it; on an AVX2-only CPU (an AMD EPYC) a U-Net forward pass took 6.5 times as long
-in bfloat16 as in float32, and a training step about 40 times.
+in bfloat16 as in float32, and a training step of 8 crops of 256 px 8 times (26 against 3.2 s).
 """
 
 from __future__ import annotations
