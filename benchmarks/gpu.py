@@ -44,7 +44,7 @@ from geoseg.tasks.batch import segment_batch
 from geoseg.tasks.inference import model_input
 from geoseg.tasks.reading import read_tile
 from geoseg.tasks.tiling import Tile, plan_tiles
-from pipeline import write_scene
+from pipeline import cpu_description, write_scene
 
 GSD_M = 0.5
 
@@ -178,7 +178,7 @@ def main() -> None:
     device = select_device(args.device)
     if args.memory_fraction is not None:
         torch.cuda.set_per_process_memory_fraction(args.memory_fraction, device.index or 0)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
     print(f"device: {name}, torch {torch.__version__}, raster {args.size}^2 at {GSD_M} m")
     with tempfile.TemporaryDirectory(prefix="geoseg-gpu-") as folder:
         work = Path(folder)

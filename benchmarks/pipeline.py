@@ -14,7 +14,9 @@ sizes; about 25 minutes here)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from rasterio.windows import Window
 
 from geoseg.flows.segment import batches
 from geoseg.models.contract import load_model, package_model, read_model_spec
+from geoseg.models.precision import native_bf16
 from geoseg.models.shipped import GREENERY_MODEL, default_model_path, shipped_model_path
 from geoseg.tasks.batch import segment_batch
 from geoseg.tasks.inference import TilePrediction, model_input
@@ -313,6 +316,19 @@ def machine_ceiling(repeats: int = 5) -> list[float]:
     return sorted(2 * _slowest_of(1) / _slowest_of(2) for _ in range(repeats))
 
 
+def cpu_description() -> str:
+    """The CPU's model name and vector extensions: figures differ between machines that look
+    alike from ``os.cpu_count()`` (bfloat16 runs natively on some, is emulated on others)."""
+    name = platform.processor() or "CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    bf16 = "native" if native_bf16(torch.device("cpu")) else "emulated, so fp32"
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}, bf16 {bf16})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -347,7 +363,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     half = max(1, cores // 2)
     print(
-        f"machine: {cores} cores, torch {torch.__version__}, models: "
+        f"machine: {cores} cores, {cpu_description()}, torch {torch.__version__}, models: "
         f"{read_model_spec(args.overhead_model).name} (overhead), "
         f"{read_model_spec(args.model).name} (the rest)",
         flush=True,
