@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) ->
     for row in scores:
         assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))
     assert rows == scores
+    loaded, _ = load_model(model, CPU)  # the same object tuning used: left as packaged
+    assert (loaded.seed_threshold, loaded.seed_erosion_px) == (0.6, 0)
 
 
 def test_the_packaged_model_decodes_with_the_chosen_pair(tmp_path: Path) -> None:
@@ -92,8 +95,9 @@ def test_without_labelled_objects_the_default_decoding_is_kept(tmp_path: Path) -
     assert (model.seed_threshold, model.seed_erosion_px) == (0.6, 0)
 
 
-def test_a_replayed_network_decodes_what_it_kept_as_the_model_would() -> None:
-    model, spec = load_model(default_model_path(), CPU)
+def test_a_replayed_network_decodes_what_it_kept_as_the_model_would(tmp_path: Path) -> None:
+    # A copy: the decoding is changed on the loaded model, which load_model caches per file.
+    model, spec = load_model(shutil.copy(default_model_path(), tmp_path / "shipped.pt"), CPU)
     scenes = synthetic_images(2, size=160, seed=5)
     replayed, nothing_kept = ReplayedNetwork(model, 2**30), ReplayedNetwork(model, 0)
     decoded = []

@@ -90,15 +90,20 @@ def tune_decoding(
         for threshold in SEED_THRESHOLDS
     ]
     f1s: dict[str, list[list[float]]] = {name: [[] for _ in candidates] for name in validation}
-    for name, images in validation.items():
-        for image in images:
-            if not len(image.classes):
-                continue
-            replayed = ReplayedNetwork(model, TUNING_CACHE_BYTES)
-            for scores, candidate in zip(f1s[name], candidates, strict=True):
-                for attribute, value in candidate.items():
-                    setattr(model, attribute, value)
-                scores.append(_mean_f1(replayed, spec, image, device))
+    packaged = {attribute: getattr(model, attribute) for attribute in candidates[0]}
+    try:
+        for name, images in validation.items():
+            for image in images:
+                if not len(image.classes):
+                    continue
+                replayed = ReplayedNetwork(model, TUNING_CACHE_BYTES)
+                for scores, candidate in zip(f1s[name], candidates, strict=True):
+                    for attribute, value in candidate.items():
+                        setattr(model, attribute, value)
+                    scores.append(_mean_f1(replayed, spec, image, device))
+    finally:  # load_model shares the loaded model within the process: leave it as packaged
+        for attribute, value in packaged.items():
+            setattr(model, attribute, value)
     rows: list[dict[str, float]] = []
     for index, candidate in enumerate(candidates):
         groups = {name: float(np.mean(scores[index])) for name, scores in f1s.items()}
