@@ -14,7 +14,7 @@ from pyproj import CRS, Geod, Transformer
 from geoseg import run
 from geoseg.tasks.georeference import georeference_objects
 from geoseg.tasks.reading import RasterInfo
-from geoseg.tasks.stitch import StitchedObject, anchors
+from geoseg.tasks.stitch import StitchedObjects, anchors
 from tests.conftest import MakeRaster
 from tests.oracle_model import write_oracle_model
 
@@ -38,15 +38,21 @@ def raster(
     )
 
 
-def stitched(geometry: shapely.Geometry, class_id: int = 1, score: float = 0.9) -> StitchedObject:
-    ((row, col),) = anchors(np.array([geometry], dtype=object)).tolist()
-    return StitchedObject(
-        geometry=geometry,
-        class_id=class_id,
-        score=score,
-        pixels=int(geometry.area),
-        anchor=(row, col),
+def stitched(*objects: tuple[shapely.Geometry, int, float]) -> StitchedObjects:
+    """Objects as stitching yields them, from (geometry, class id, score) triples."""
+    geoms = np.array([geometry for geometry, _, _ in objects], dtype=object)
+    return StitchedObjects(
+        geometry=geoms,
+        class_id=np.array([class_id for _, class_id, _ in objects], dtype=np.int64),
+        score=np.array([score for _, _, score in objects], dtype=np.float64),
+        pixels=shapely.area(geoms).astype(np.int64),
+        anchor=anchors(geoms),
     )
+
+
+def one(geometry: shapely.Geometry) -> StitchedObjects:
+    """A single lawn object scored 0.9."""
+    return stitched((geometry, 1, 0.9))
 
 
 def ell(col: int, row: int) -> shapely.Geometry:
@@ -57,7 +63,7 @@ def ell(col: int, row: int) -> shapely.Geometry:
 
 
 def test_objects_get_ids_from_their_first_pixel_classes_scores_and_source() -> None:
-    objects = [stitched(ell(10, 5), 3, 0.75), stitched(shapely.box(0, 40, 30, 42), 2, 0.5)]
+    objects = stitched((ell(10, 5), 3, 0.75), (shapely.box(0, 40, 30, 42), 2, 0.5))
 
     rows = georeference_objects(objects, raster(), CLASSES, UTM)
 
@@ -71,11 +77,11 @@ def test_objects_get_ids_from_their_first_pixel_classes_scores_and_source() -> N
 
 
 def test_objects_below_the_minimum_area_are_dropped() -> None:
-    objects = [
-        stitched(shapely.box(0, 0, 10, 4)),  # 40 px, about 10.008 m²
-        stitched(shapely.box(20, 0, 30, 3)),  # 30 px
-        stitched(shapely.box(40, 0, 50, 5)),  # 50 px
-    ]
+    objects = stitched(
+        (shapely.box(0, 0, 10, 4), 1, 0.9),  # 40 px, about 10.008 m²
+        (shapely.box(20, 0, 30, 3), 1, 0.9),  # 30 px
+        (shapely.box(40, 0, 50, 5), 1, 0.9),  # 50 px
+    )
 
     rows = georeference_objects(objects, raster(), CLASSES, UTM, min_area_m2=40 * UTM_PIXEL_M2)
 
@@ -85,7 +91,9 @@ def test_objects_below_the_minimum_area_are_dropped() -> None:
 
 
 def test_no_objects_give_empty_rows() -> None:
-    rows = georeference_objects([], raster(), CLASSES, UTM, simplify_m=1.0, min_area_m2=5.0)
+    rows = georeference_objects(
+        StitchedObjects.empty(), raster(), CLASSES, UTM, simplify_m=1.0, min_area_m2=5.0
+    )
 
     assert len(rows.object_id) == len(rows.geometry) == len(rows.area_m2) == 0
 
@@ -105,12 +113,12 @@ def test_simplification_tolerance_is_in_metres_on_a_geographic_crs() -> None:
     info_crs = CRS.from_epsg(4326)
 
     def simplified(tolerance_m: float) -> tuple[shapely.Geometry, float]:
-        rows = georeference_objects([stitched(field)], info, CLASSES, info_crs, tolerance_m)
+        rows = georeference_objects(one(field), info, CLASSES, info_crs, tolerance_m)
         return rows.geometry[0], float(rows.area_m2[0])
 
     exact = shapely.affinity.affine_transform(field, grid.to_shapely())
     smooth = shapely.affinity.affine_transform(rectangle, grid.to_shapely())
-    rectangle_m2 = georeference_objects([stitched(rectangle)], info, CLASSES, info_crs).area_m2
+    rectangle_m2 = georeference_objects(one(rectangle), info, CLASSES, info_crs).area_m2
 
     assert shapely.equals(simplified(0.5 * pixel_m)[0], exact)
     geometry, area_m2 = simplified(1.1 * pixel_m)
@@ -119,7 +127,7 @@ def test_simplification_tolerance_is_in_metres_on_a_geographic_crs() -> None:
 
 
 def test_reprojected_objects_keep_the_areas_measured_in_their_own_crs() -> None:
-    objects = [stitched(shapely.box(0, 0, 40, 20)), stitched(ell(60, 60))]
+    objects = stitched((shapely.box(0, 0, 40, 20), 1, 0.9), (ell(60, 60), 1, 0.9))
     mercator = CRS.from_epsg(3857)
 
     native = georeference_objects(objects, raster(), CLASSES, UTM)
@@ -135,7 +143,7 @@ def test_reprojected_objects_keep_the_areas_measured_in_their_own_crs() -> None:
 
 def test_reprojection_to_a_geographic_crs_gives_longitude_first() -> None:
     rows = georeference_objects(
-        [stitched(shapely.box(0, 0, 2, 2))], raster(), CLASSES, CRS.from_epsg(4326)
+        one(shapely.box(0, 0, 2, 2)), raster(), CLASSES, CRS.from_epsg(4326)
     )
 
     lon, lat = shapely.get_coordinates(rows.geometry[0]).mean(axis=0)
@@ -153,9 +161,9 @@ def test_north_down_rasters_give_the_same_valid_polygons_and_areas() -> None:
     ring = shapely.difference(shapely.box(10, 10, 30, 30), shapely.box(15, 15, 20, 22))
     flipped = shapely.affinity.affine_transform(ring, [1, 0, 0, -1, 0, height])
 
-    up = georeference_objects([stitched(ring)], north_up, CLASSES, UTM, simplify_m=0.3)
+    up = georeference_objects(one(ring), north_up, CLASSES, UTM, simplify_m=0.3)
     down = georeference_objects(
-        [stitched(shapely.normalize(flipped))], north_down, CLASSES, UTM, simplify_m=0.3
+        one(shapely.normalize(flipped)), north_down, CLASSES, UTM, simplify_m=0.3
     )
 
     assert shapely.equals(up.geometry[0], down.geometry[0])

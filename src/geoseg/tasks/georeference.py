@@ -7,7 +7,7 @@ the raster's own CRS, before any reprojection to the output CRS.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import shapely
@@ -16,13 +16,13 @@ from pyproj import CRS, Transformer
 from geoseg.tasks.measure import measure_geodesic, pixel_size_m
 from geoseg.tasks.reading import RasterInfo
 from geoseg.tasks.sources import redact
-from geoseg.tasks.stitch import StitchedObject
+from geoseg.tasks.stitch import StitchedObjects
 from geoseg.tasks.vectorize import simplify_pixels, to_crs_geometries
 from geoseg.tasks.write import ObjectBatch
 
 
 def georeference_objects(
-    objects: Sequence[StitchedObject],
+    objects: StitchedObjects,
     raster: RasterInfo,
     class_names: Mapping[int, str],
     output_crs: CRS,
@@ -35,7 +35,7 @@ def georeference_objects(
     order, so it is the same whatever the tiling and the number of workers.
     """
     crs = CRS.from_wkt(raster.crs_wkt)
-    geoms_px = np.array([obj.geometry for obj in objects], dtype=object)
+    geoms_px = objects.geometry
     if simplify_m > 0 and len(objects):
         tolerance_px = simplify_m / pixel_size_m(raster.transform, crs, raster.width, raster.height)
         geoms_px = simplify_pixels(geoms_px, tolerance_px)
@@ -48,15 +48,15 @@ def georeference_objects(
     # Exteriors counter-clockwise, holes clockwise: the OGC convention, whatever the grid's
     # orientation (a north-down raster would otherwise give clockwise exteriors).
     geoms = shapely.orient_polygons(geoms)
-    kept = [obj for obj, k in zip(objects, keep, strict=True) if k]
+    anchor = objects.anchor[keep].tolist()
     return ObjectBatch(
         geometry=geoms[keep],
-        object_id=np.array(
-            [f"{raster.name}:{obj.anchor[0]}:{obj.anchor[1]}" for obj in kept], dtype=object
+        object_id=np.array([f"{raster.name}:{row}:{col}" for row, col in anchor], dtype=object),
+        class_name=np.array(
+            [class_names[c] for c in objects.class_id[keep].tolist()], dtype=object
         ),
-        class_name=np.array([class_names[obj.class_id] for obj in kept], dtype=object),
-        score=np.array([obj.score for obj in kept], dtype=np.float64),
+        score=objects.score[keep],
         area_m2=area_m2[keep],
         perimeter_m=perimeter_m[keep],
-        source=np.full(len(kept), redact(raster.path), dtype=object),
+        source=np.full(len(anchor), redact(raster.path), dtype=object),
     )

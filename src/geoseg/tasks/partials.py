@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from geoseg.tasks.stitch import StitchedObject, TilePieces, match_overlaps, stitch_objects
+from geoseg.tasks.stitch import StitchedObjects, TilePieces, match_overlaps, stitch_objects
 from geoseg.tasks.tiling import Tile
 
 
@@ -110,7 +110,7 @@ def stitch_saved(
     tiles: tuple[Tile, ...],
     batch_files: Sequence[Path],
     ready: Callable[[Path], object] = lambda path: None,
-) -> list[StitchedObject]:
+) -> StitchedObjects:
     """Stitch a raster's objects from its batch files (in plan order).
 
     Files are read in order as stitching reaches their tiles, each once ``ready`` returns for

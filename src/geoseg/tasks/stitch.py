@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 
+from geoseg.tasks.heap import old_objects_frozen
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.tiling import PixelBox, Tile, overlapping_pairs
 from geoseg.tasks.vectorize import polygonize_labels
@@ -55,18 +57,45 @@ class TilePieces:
 
 
 @dataclass(frozen=True)
-class StitchedObject:
-    """One whole object in global pixel space, before georeferencing.
+class StitchedObjects:
+    """A raster's whole objects in global pixel space, before georeferencing, in raster order
+    of their anchors; one entry per object in each array.
 
-    ``anchor`` is the object's first pixel in raster order, ``(row, col)``: the same whatever
-    the tiling, so it names the object stably.
+    Columns rather than an object per object: a large raster yields hundreds of thousands of
+    objects, and every step after stitching works on whole arrays.
+
+    Attributes
+    ----------
+    geometry : np.ndarray
+        Normalized (Multi)Polygons (object dtype).
+    class_id, pixels : np.ndarray
+        int64 class ids and pixel counts.
+    score : np.ndarray
+        float64 scores.
+    anchor : np.ndarray
+        int64 [N, 2]: each object's first pixel in raster order, ``(row, col)``; the same
+        whatever the tiling, so it names the object stably.
     """
 
-    geometry: shapely.Geometry
-    class_id: int
-    score: float
-    pixels: int
-    anchor: tuple[int, int]
+    geometry: npt.NDArray[np.object_]
+    class_id: npt.NDArray[np.int64]
+    score: npt.NDArray[np.float64]
+    pixels: npt.NDArray[np.int64]
+    anchor: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.geometry)
+
+    @classmethod
+    def empty(cls) -> StitchedObjects:
+        """No objects."""
+        return cls(
+            geometry=np.empty(0, dtype=object),
+            class_id=np.empty(0, dtype=np.int64),
+            score=np.empty(0, dtype=np.float64),
+            pixels=np.empty(0, dtype=np.int64),
+            anchor=np.empty((0, 2), dtype=np.int64),
+        )
 
 
 def anchors(geoms: np.ndarray) -> np.ndarray:
@@ -90,6 +119,7 @@ def crop(labels: np.ndarray, tile: Tile, box: PixelBox) -> np.ndarray:
     ]
 
 
+@old_objects_frozen()
 def cut_pieces(tile: Tile, prediction: TilePrediction) -> TilePieces:
     """Keep the core part of every instance of a tile, as polygons in global pixel space."""
     core_labels = crop(prediction.labels, tile, tile.core)
@@ -174,9 +204,10 @@ def group_instances(keys: Iterable[Key], matches: Iterable[tuple[Key, Key]]) -> 
     return list(groups.values())
 
 
+@old_objects_frozen()
 def stitch_objects(
     tiles: Sequence[TilePieces], matches: Iterable[tuple[InstanceKey, InstanceKey]]
-) -> list[StitchedObject]:
+) -> StitchedObjects:
     """Join matched instances into objects, sorted by their first pixel in raster order.
 
     An object's geometry is the union of its instances' core pieces; its class is the one that
@@ -189,7 +220,7 @@ def stitch_objects(
     first = {p.tile.index: int(start) for p, start in zip(ordered, starts, strict=False)}
     count = int(starts[-1])
     if count == 0:
-        return []
+        return StitchedObjects.empty()
     class_ids = np.concatenate([p.class_ids for p in ordered]).astype(np.int64)
     scores = np.concatenate([p.scores for p in ordered]).astype(np.float64)
     core_px = np.concatenate([p.core_px for p in ordered]).astype(np.int64)
@@ -220,17 +251,14 @@ def stitch_objects(
     scores_all = np.concatenate([np.array(weighted, dtype=np.float64), scores[alone]])
     pixels_all = np.concatenate([np.array(pixels, dtype=np.int64), core_px[alone]])
     if len(geoms) == 0:
-        return []
+        return StitchedObjects.empty()
     geoms = shapely.normalize(geoms)
     firsts = anchors(geoms)
     order = np.lexsort((firsts[:, 1], firsts[:, 0]))
-    return [
-        StitchedObject(
-            geometry=geoms[i],
-            class_id=int(classes_all[i]),
-            score=float(scores_all[i]),
-            pixels=int(pixels_all[i]),
-            anchor=(int(firsts[i, 0]), int(firsts[i, 1])),
-        )
-        for i in order.tolist()
-    ]
+    return StitchedObjects(
+        geometry=geoms[order],
+        class_id=classes_all[order],
+        score=scores_all[order],
+        pixels=pixels_all[order],
+        anchor=firsts[order],
+    )
