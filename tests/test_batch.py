@@ -139,14 +139,16 @@ def test_saved_batches_stitch_into_the_true_objects(
     ids = truth_ids()
     ids[nodata_mask()] = 0
     truth = polygonize_labels(ids, 0, 0)
-    assert [(obj.class_id, obj.pixels) for obj in objects] == [
+    assert list(zip(objects.class_id.tolist(), objects.pixels.tolist(), strict=True)) == [
         (1, 6 * 22),
         (2, 4 * 14),
         (3, 16 * 20 - 5 * 7),
     ]
-    for obj, truth_id in zip(objects, [1001, 2001, 3001], strict=True):
-        assert shapely.equals(obj.geometry, truth[truth_id])
-        assert obj.score == pytest.approx(1 - (truth_id % 1000) / 2000)
+    for geometry, score, truth_id in zip(
+        objects.geometry, objects.score, [1001, 2001, 3001], strict=True
+    ):
+        assert shapely.equals(geometry, truth[truth_id])
+        assert score == pytest.approx(1 - (truth_id % 1000) / 2000)
 
 
 def test_a_score_threshold_drops_instances(scene: Path, oracle: str, tmp_path: Path) -> None:
@@ -200,8 +202,7 @@ def test_tiles_resampled_for_the_model_map_back_onto_the_raster_grid(
 
     assert set(seen[: len(tiles) - 4]) == {(2, 8, 8)}
     stitched = [stitch_saved(tiles, [report.path]) for report in (half, full)]
-    assert [(o.class_id, o.pixels) for o in stitched[0]] == [
-        (o.class_id, o.pixels) for o in stitched[1]
-    ]
-    for ours, reference in zip(*stitched, strict=True):
-        assert shapely.equals(ours.geometry, reference.geometry)
+    half_objects, full_objects = stitched
+    assert np.array_equal(half_objects.class_id, full_objects.class_id)
+    assert np.array_equal(half_objects.pixels, full_objects.pixels)
+    assert shapely.equals(half_objects.geometry, full_objects.geometry).all()

@@ -15,7 +15,8 @@ def test_objects_alive_on_entry_are_frozen_until_exit() -> None:
         frozen = gc.get_freeze_count()
         young = [[n] for n in range(1000)]
         assert frozen > 1000
-        assert gc.get_freeze_count() == frozen  # objects made inside are collected as usual
+        # Objects made inside are not frozen; frozen ones may still be freed by refcount.
+        assert gc.get_freeze_count() <= frozen
     assert gc.get_freeze_count() == 0
     assert gc.is_tracked(young)
 
