@@ -14,9 +14,9 @@ def old_objects_frozen() -> Iterator[None]:
 
     Vectorizing makes a few Python objects per polygon vertex (rasterio's GeoJSON), and every
     full collection this triggers would also walk every long-lived object of the process:
-    torch, the model, Prefect, hundreds of thousands of them. Freezing those made vectorizing
-    and stitching a fifth faster. Only what the collector scans changes: reference counting
-    frees as before, and on exit the frozen objects rejoin the oldest generation.
+    torch, the model, Prefect, hundreds of thousands of them. Freezing those made cutting,
+    matching and stitching 13 to 18 % faster. Only what the collector scans changes: reference
+    counting frees as before, and on exit the frozen objects rejoin the oldest generation.
     """
     gc.freeze()
     try:
