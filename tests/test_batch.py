@@ -201,8 +201,7 @@ def test_tiles_resampled_for_the_model_map_back_onto_the_raster_grid(
     full = segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "f.npz", "cpu")
 
     assert set(seen[: len(tiles) - 4]) == {(2, 8, 8)}
-    stitched = [stitch_saved(tiles, [report.path]) for report in (half, full)]
-    half_objects, full_objects = stitched
+    half_objects, full_objects = (stitch_saved(tiles, [report.path]) for report in (half, full))
     assert np.array_equal(half_objects.class_id, full_objects.class_id)
     assert np.array_equal(half_objects.pixels, full_objects.pixels)
     assert shapely.equals(half_objects.geometry, full_objects.geometry).all()
