@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from geoseg.tasks.dissolve import dissolve_groups
 from geoseg.tasks.heap import old_objects_frozen
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.tiling import PixelBox, Tile, overlapping_pairs
@@ -231,7 +232,7 @@ def stitch_objects(
     pairs = [(first[a] + la - 1, first[b] + lb - 1) for (a, la), (b, lb) in matches]
     groups = group_instances({i for pair in pairs for i in pair}, pairs)
     joined = np.zeros(count, dtype=bool)
-    geometries, classes, weighted, pixels = [], [], [], []
+    group_members, classes, weighted, pixels = [], [], [], []
     for group in groups:
         members = np.array(group)
         joined[members] = True
@@ -239,14 +240,18 @@ def stitch_objects(
         if weights.sum() == 0:
             continue
         votes = np.bincount(class_ids[members], weights=weights)
-        parts = [piece for piece in pieces[members] if piece is not None]
-        # A union leaves collinear vertices where pieces met: drop them.
-        geometries.append(shapely.simplify(shapely.union_all(parts), 0))
+        group_members.append(members[weights > 0])
         classes.append(int(np.argmax(votes)))
         weighted.append(float(np.dot(scores[members], weights) / weights.sum()))
         pixels.append(int(weights.sum()))
+    geometries = np.empty(0, dtype=object)
+    if group_members:
+        sizes = [len(members) for members in group_members]
+        geometries = dissolve_groups(
+            pieces[np.concatenate(group_members)], np.repeat(np.arange(len(sizes)), sizes)
+        )
     alone = ~joined & (core_px > 0)
-    geoms = np.concatenate([np.array(geometries, dtype=object), pieces[alone]])
+    geoms = np.concatenate([geometries, pieces[alone]])
     classes_all = np.concatenate([np.array(classes, dtype=np.int64), class_ids[alone]])
     scores_all = np.concatenate([np.array(weighted, dtype=np.float64), scores[alone]])
     pixels_all = np.concatenate([np.array(pixels, dtype=np.int64), core_px[alone]])
