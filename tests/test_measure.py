@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from geoseg.errors import RasterError
-from geoseg.tasks.measure import DENSIFY_M, area_method, measure_geodesic, pixel_size_m
+from geoseg.tasks.measure import (
+    DENSIFY_M,
+    area_method,
+    densify,
+    measure_geodesic,
+    pixel_size_m,
+)
 from geoseg.tasks.vectorize import polygonize_labels, to_crs_geometries
 
 UTM32N = pyproj.CRS("EPSG:32632")
@@ -103,6 +109,30 @@ def test_long_edges_are_densified() -> None:
 
     assert abs(geodesic_area(square) / reference - 1) > 1e-3
     assert area[0] == pytest.approx(reference, rel=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    arrays(np.float64, (5, 2), elements=st.floats(-50, 50, allow_nan=False)),
+    st.floats(0.5, 40),
+)
+def test_densify_splits_long_edges_evenly_and_keeps_every_vertex(
+    points: np.ndarray, max_length: float
+) -> None:
+    triangle = np.vstack([points[:3], points[:1]])  # two closed rings of the same edges
+    square = np.vstack([points[1:], points[1:2]])
+    coords = np.vstack([triangle, square])
+    ring_of = np.repeat([0, 1], [4, 5])
+
+    dense, dense_ring = densify(coords, ring_of, max_length)
+
+    for ring, original in enumerate((triangle, square)):
+        ring_coords = dense[dense_ring == ring]
+        lengths = np.hypot(*np.diff(original, axis=0).T)
+        parts = np.maximum(np.ceil(lengths / max_length), 1).astype(int)
+        assert len(ring_coords) == 1 + parts.sum()
+        assert (ring_coords[np.r_[0, np.cumsum(parts)]] == original).all()
+        assert (np.hypot(*np.diff(ring_coords, axis=0).T) <= max_length * (1 + 1e-9)).all()
 
 
 def test_holes_are_subtracted_and_parts_summed() -> None:
