@@ -82,23 +82,34 @@ def cut_labels(draw: st.DrawFn) -> tuple[np.ndarray, list[int], list[int]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(cut_labels())
+@given(cut_labels(), st.integers(1, 3))
 def test_dissolving_the_cores_pieces_gives_back_each_objects_whole_polygon(
-    cut: tuple[np.ndarray, list[int], list[int]],
+    cut: tuple[np.ndarray, list[int], list[int]], cores_per_block: int
 ) -> None:
     labels, rows, cols = cut
-    cores = [(c0, r0, c1, r1) for r0, r1 in pairwise(rows) for c0, c1 in pairwise(cols)]
-    found = [polygonize_labels(labels, 0, 0, core).items() for core in cores]
-    pairs = sorted((label, piece.wkb) for pieces in found for label, piece in pieces)
-    if not pairs:
+    cores = [
+        ((c0, r0, c1, r1), (i // cores_per_block) * 8 + j // cores_per_block)
+        for i, (r0, r1) in enumerate(pairwise(rows))
+        for j, (c0, c1) in enumerate(pairwise(cols))
+    ]
+    found = [
+        (label, block, piece.wkb)
+        for core, block in cores
+        for label, piece in polygonize_labels(labels, 0, 0, core).items()
+    ]
+    if not found:
         return
-    objects = np.unique([label for label, _ in pairs])
-    pieces = np.array([shapely.from_wkb(wkb) for _, wkb in pairs], dtype=object)
-    group = np.searchsorted(objects, [label for label, _ in pairs])
-    result = dissolve_groups(pieces, group)
+    found.sort()
+    objects = np.unique([label for label, _, _ in found])
+    pieces = np.array([shapely.from_wkb(wkb) for _, _, wkb in found], dtype=object)
+    group = np.searchsorted(objects, [label for label, _, _ in found])
+    block = np.array([block for _, block, _ in found])
+    by_blocks = dissolve_groups(pieces, group, block, min_block_pieces=0)
+    at_once = dissolve_groups(pieces, group)
     whole = polygonize_labels(labels, 0, 0)
     for n, label in enumerate(objects.tolist()):
-        assert result[n].is_valid
-        assert same_shape(result[n], whole[label])
+        assert by_blocks[n].is_valid
+        assert same_shape(by_blocks[n], whole[label])
+        assert same_shape(at_once[n], whole[label])
         members = pieces[group == n]
-        assert same_shape(result[n], shapely.simplify(shapely.union_all(members), 0))
+        assert same_shape(at_once[n], shapely.simplify(shapely.union_all(members), 0))

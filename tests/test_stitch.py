@@ -13,7 +13,6 @@ from geoseg.tasks.stitch import (
     StitchedObjects,
     anchors,
     cut_pieces,
-    group_instances,
     match_instances,
     match_overlaps,
     stitch_objects,
@@ -131,15 +130,38 @@ def test_touching_objects_stay_apart_and_a_long_bridge_stays_whole() -> None:
     assert areas == sorted([800.0, 800.0, 800.0, 60 * 4 - 16.0])
 
 
+def test_an_object_over_many_blocks_comes_out_as_from_a_single_union(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Object 1 covers the raster but for 60 other objects: holes in it, some of them rings
+    # around islands of object 1, so its pieces span every block.
+    rng = np.random.default_rng(3)
+    truth = np.ones((240, 240), dtype=np.int32)
+    for object_id in range(2, 62):
+        r, c = rng.integers(0, 230, 2)
+        h, w = rng.integers(3, 10, 2)
+        truth[r : r + h, c : c + w] = object_id
+        if object_id % 3 == 0:
+            truth[r + 1 : r + h - 1, c + 1 : c + w - 1] = 1
+    classes = {int(i): 1 for i in np.unique(truth)}
+    monkeypatch.setattr("geoseg.tasks.stitch.BLOCK_PX", 10**6)
+    at_once = stitch_truth(truth, classes, 32, 8)
+    monkeypatch.setattr("geoseg.tasks.stitch.BLOCK_PX", 72)
+    by_blocks = stitch_truth(truth, classes, 32, 8)
+    whole = truth_objects(truth)[1]
+    (largest,) = np.flatnonzero(by_blocks.pixels == (truth == 1).sum())
+    assert by_blocks.geometry[largest].is_valid
+    assert by_blocks.geometry[largest].symmetric_difference(whole).area == 0
+    assert np.array_equal(by_blocks.anchor, at_once.anchor)
+    assert all(
+        a.equals_exact(b, 0) for a, b in zip(by_blocks.geometry, at_once.geometry, strict=True)
+    )
+
+
 def test_match_instances_needs_shared_pixels() -> None:
     a = np.array([[1, 1, 0, 2], [1, 1, 0, 2]])
     b = np.array([[5, 5, 6, 0], [5, 5, 6, 0]])
     assert match_instances(a, b) == [(1, 5)]
-
-
-def test_group_instances_is_transitive() -> None:
-    groups = group_instances([(0, 1), (1, 1), (2, 1), (3, 1)], [((2, 1), (1, 1)), ((0, 1), (1, 1))])
-    assert groups == [[(0, 1), (1, 1), (2, 1)], [(3, 1)]]
 
 
 def test_class_is_the_majority_and_score_is_pixel_weighted() -> None:

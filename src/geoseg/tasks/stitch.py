@@ -12,25 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import shapely
 
+from geoseg.tasks.components import connected_groups
 from geoseg.tasks.dissolve import dissolve_groups
 from geoseg.tasks.heap import old_objects_frozen
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.tiling import PixelBox, Tile, overlapping_pairs
 from geoseg.tasks.vectorize import polygonize_labels
 
+BLOCK_PX = 2048
+"""Side, in pixels, of the runs of tile cores in which a large object is dissolved first."""
+
 MIN_OVERLAP = 0.5
 """Share of the smaller mask (inside the overlap) that two instances must have in common."""
 
 InstanceKey = tuple[int, int]
 """An instance of one tile: ``(tile index, label)``."""
-
-Key = TypeVar("Key", int, InstanceKey)
 
 
 @dataclass(frozen=True)
@@ -185,26 +186,6 @@ def match_overlaps(
     return matches
 
 
-def group_instances(keys: Iterable[Key], matches: Iterable[tuple[Key, Key]]) -> list[list[Key]]:
-    """Connected groups of keys under the match relation (union-find), each sorted."""
-    parent: dict[Key, Key] = {key: key for key in keys}
-
-    def root(key: Key) -> Key:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    for x, y in matches:
-        rx, ry = root(x), root(y)
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
-    groups: dict[Key, list[Key]] = {}
-    for key in sorted(parent):
-        groups.setdefault(root(key), []).append(key)
-    return list(groups.values())
-
-
 @old_objects_frozen()
 def stitch_objects(
     tiles: Sequence[TilePieces], matches: Iterable[tuple[InstanceKey, InstanceKey]]
@@ -229,8 +210,12 @@ def stitch_objects(
     for p in ordered:
         for label, piece in p.pieces.items():
             pieces[first[p.tile.index] + label - 1] = piece
+    tile_block = [
+        ((p.tile.core[1] // BLOCK_PX) << 32) + p.tile.core[0] // BLOCK_PX for p in ordered
+    ]
+    block = np.repeat(np.array(tile_block, dtype=np.int64), np.diff(starts))
     pairs = [(first[a] + la - 1, first[b] + lb - 1) for (a, la), (b, lb) in matches]
-    groups = group_instances({i for pair in pairs for i in pair}, pairs)
+    groups = connected_groups({i for pair in pairs for i in pair}, pairs)
     joined = np.zeros(count, dtype=bool)
     group_members, classes, weighted, pixels = [], [], [], []
     for group in groups:
@@ -247,8 +232,9 @@ def stitch_objects(
     geometries = np.empty(0, dtype=object)
     if group_members:
         sizes = [len(members) for members in group_members]
+        grouped = np.concatenate(group_members)
         geometries = dissolve_groups(
-            pieces[np.concatenate(group_members)], np.repeat(np.arange(len(sizes)), sizes)
+            pieces[grouped], np.repeat(np.arange(len(sizes)), sizes), block[grouped]
         )
     alone = ~joined & (core_px > 0)
     geoms = np.concatenate([geometries, pieces[alone]])
