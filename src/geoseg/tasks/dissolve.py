@@ -17,13 +17,12 @@ import shapely
 
 from geoseg.tasks.components import connected_groups
 
-__all__ = ["dissolve_groups", "drop_collinear", "node_edges"]
-
-_SHIFT = np.int64(1 << 32)
-
+__all__ = ["BLOCK_MIN_PIECES", "dissolve_groups", "drop_collinear", "node_edges"]
 
 BLOCK_MIN_PIECES = 64
 """Objects of more polygons than this, over several blocks, are dissolved block by block."""
+
+_SHIFT = np.int64(1 << 32)
 
 
 def dissolve_groups(
