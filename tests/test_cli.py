@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyogrio
 import pytest
 import torch
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
+from geoseg.tasks.cache import cache_folder
 from tests.oracle_model import write_oracle_model
 from tests.scenes import NODATA, scene_bands
 
@@ -189,3 +194,37 @@ def test_command_line_options_override_the_run_file(
     code, output = invoke("run", "--config", tmp_path / "absent.toml")
     assert code == 2
     assert "absent.toml: cannot read the run file" in output
+
+
+@pytest.mark.e2e
+def test_sigterm_stops_a_run_with_its_workers_and_server_and_leaves_no_output(
+    make_raster, oracle: Path, tmp_path: Path
+) -> None:
+    scene = make_raster(scene_bands(), nodata=NODATA)
+    out = tmp_path / "objects.gpkg"
+    command = [Path(sys.executable).with_name("geoseg"), "run", scene, "-o", out, "--model"]
+    command += [oracle, "--workers", "1", "--tile-size", "96", "--overlap", "8"]
+    command += ["--batch-size", "2"]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(cache_folder(out).glob("*/batch-*.npz")):
+            break
+        time.sleep(0.05)
+    tree = psutil.Process(process.pid).children(recursive=True)
+    assert any("prefect.server.api.server" in " ".join(p.cmdline()) for p in tree)
+    process.send_signal(signal.SIGTERM)  # to the run alone, as `kill` and Kubernetes do
+    try:
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM, process.stderr.read()
+        _, alive = psutil.wait_procs(tree, timeout=30)
+    finally:
+        for leftover in [process, *tree]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                leftover.kill()
+    assert alive == []
+    errors = process.stderr.read()
+    assert errors.splitlines() == ["Error: stopped by SIGTERM"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "objects" in p.name) == [
+        cache_folder(out).name  # finished batches stay for a resume
+    ]

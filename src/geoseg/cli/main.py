@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
 import click
 
-from geoseg import __version__
+from geoseg import __version__, stopping
 from geoseg.cli.chips import chips_command
 from geoseg.cli.compare import compare_command
 from geoseg.cli.evaluate import evaluate_command
@@ -32,14 +33,22 @@ QUIET_ORCHESTRATION = {
 
 
 class GeosegGroup(click.Group):
-    """Turns a ``GeosegError`` into one line on stderr and exit status 2."""
+    """Turns a ``GeosegError`` into one line on stderr and exit status 2, and a stop by SIGTERM
+    or Ctrl-C, after the command has unwound, into one line and exit status 128 + signal."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with stopping.exits_on_signals():
+                return super().invoke(ctx)
         except GeosegError as exc:
-            click.echo(f"Error: {redact(str(exc))}", err=True)
-            sys.exit(2)
+            if stopping.received is None:
+                click.echo(f"Error: {redact(str(exc))}", err=True)
+                sys.exit(2)
+        except BaseException:
+            if stopping.received is None:
+                raise
+        click.echo(f"Error: stopped by {signal.Signals(stopping.received).name}", err=True)
+        sys.exit(128 + stopping.received)
 
 
 @click.group(cls=GeosegGroup)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, model_serializer
 from pyproj import CRS
 
 import geoseg
-from geoseg import progress
+from geoseg import progress, stopping
 from geoseg.config import RunConfig, run_file_document
 from geoseg.errors import GeosegError, RasterError, RemoteReadError
 from geoseg.models.contract import ModelSpec, read_model_spec
@@ -286,6 +286,7 @@ def segment_rasters(request: RunRequest) -> RunResult:
     several rasters and no ``fail_fast``, a raster that fails is recorded and skipped; the batch
     results are then kept too, so a second run redoes only what failed.
     """
+    stopping.reclaim_sigterm()
     config = request.config
     model_path = config.model or str(default_model_path())
     spec = read_model_spec(model_path)
