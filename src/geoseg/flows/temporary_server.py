@@ -8,11 +8,23 @@ each task, report to the same server.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from prefect.settings import PREFECT_API_URL, temporary_settings
+import certifi
+from prefect.settings import (
+    PREFECT_API_SSL_CERT_FILE,
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_API_URL,
+    temporary_settings,
+)
+
+BEGIN, END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
 
 
 @contextmanager
@@ -28,8 +40,35 @@ def shared_temporary_server(share: bool) -> Iterator[None]:
 
     server = SubprocessASGIServer()
     server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url, **loopback_tls()}):
         yield
+
+
+def loopback_tls() -> dict[Any, Any]:
+    """Settings that make Prefect's clients cheap to create against the temporary server.
+
+    Every Prefect client builds a TLS context from a CA bundle, even for a plain-HTTP API: 50
+    ms or more with certifi's or the system's bundle (``SSL_CERT_FILE``), for every task run on
+    every worker (Prefect has no way to share one context yet: PrefectHQ/prefect#19106). The
+    temporary server speaks plain HTTP on loopback, so no bundle is ever used; one certificate
+    will do. These settings only concern TLS to the Prefect API, which this server has none of.
+    """
+    return {
+        PREFECT_API_SSL_CERT_FILE: str(one_certificate_bundle()),
+        PREFECT_API_TLS_INSECURE_SKIP_VERIFY: False,
+    }
+
+
+def one_certificate_bundle() -> Path:
+    """A CA file holding certifi's first certificate, in the temporary folder, written once."""
+    path = Path(tempfile.gettempdir()) / "geoseg-loopback-ca.pem"
+    if not path.exists():
+        bundle = Path(certifi.where()).read_text()
+        first = bundle[bundle.index(BEGIN) : bundle.index(END) + len(END)]
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(first + "\n")
+        partial.replace(path)
+    return path
 
 
 def is_temporary(api_url: str | None) -> bool:
