@@ -205,3 +205,18 @@ def test_tiles_resampled_for_the_model_map_back_onto_the_raster_grid(
     assert np.array_equal(half_objects.class_id, full_objects.class_id)
     assert np.array_equal(half_objects.pixels, full_objects.pixels)
     assert shapely.equals(half_objects.geometry, full_objects.geometry).all()
+
+
+def test_a_task_holds_its_tiles_label_arrays_compacted_until_it_saves_them(
+    scene: Path, oracle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[np.dtype] = []
+
+    def save(path: Path, results: list[tuple[object, np.ndarray]]) -> None:
+        held.extend(labels.dtype for _, labels in results)
+
+    monkeypatch.setattr(geoseg.tasks.batch, "save_batch", save)
+    tiles = plan_tiles(SIZE, SIZE, TILE, OVERLAP)
+    segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "b.npz", "cpu", batch_size=2)
+    assert held
+    assert set(held) == {np.dtype(np.uint8)}  # a few instances per tile, not uint32

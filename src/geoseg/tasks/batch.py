@@ -18,7 +18,7 @@ from distributed import get_worker
 
 from geoseg.models.contract import ModelSpec, load_model, select_device
 from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
-from geoseg.tasks.partials import save_batch
+from geoseg.tasks.partials import compact_labels, save_batch
 from geoseg.tasks.reading import open_raster, read_tile
 from geoseg.tasks.stitch import TilePieces, cut_pieces
 from geoseg.tasks.tiling import Tile
@@ -105,8 +105,9 @@ def _segment_model_batch(
             resize_prediction(prediction, (tile.height, tile.width))
             for tile, prediction in zip(kept, predictions, strict=True)
         ]
+    # Compacted at once: a task holds the label arrays of up to 64 tiles until it saves them.
     results = [
-        (cut_pieces(tile, prediction), prediction.labels)
+        (cut_pieces(tile, prediction), compact_labels(prediction.labels))
         for tile, prediction in zip(kept, predictions, strict=True)
         if len(prediction.class_ids)
     ]
