@@ -18,17 +18,12 @@ import pyogrio
 import pytest
 
 from geoseg import run
+from geoseg.flows.temporary_server import free_port
 from tests.conftest import kill_survivors
 from tests.oracle_model import write_oracle_model
 from tests.scenes import NODATA, objects_of, scene_bands
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int) -> None:
