@@ -205,7 +205,7 @@ def bare_forward_split(raster: Path, workers: int, args: argparse.Namespace) -> 
 
 def stitch_throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     """MP/s of cutting, matching and stitching a dense label raster; and of shapes() on it
-    (each the best of three runs)."""
+    (each the best of five runs)."""
     rng = np.random.default_rng(1)
     labels = np.zeros((size, size), dtype=np.uint32)
     count = size * size // 400
@@ -232,10 +232,11 @@ def stitch_throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
         source = labels.astype(np.int32)
         return sum(1 for _ in rasterio.features.shapes(source, mask=labels > 0))
 
-    # Best of three of each, taken in turns: on a shared 2-core VM a single run of either
-    # can be slowed by a third by neighbours.
+    # Best of five of each, taken in turns: on a shared 2-core VM a single run of either
+    # can be slowed by a third by neighbours (shapes() alone ranged from 18 to 28 MP/s in the
+    # best of three of four runs in a row).
     ours_s, reference_s = [], []
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
         objects = ours()
         ours_s.append(time.perf_counter() - start)

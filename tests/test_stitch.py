@@ -182,3 +182,43 @@ def test_class_is_the_majority_and_score_is_pixel_weighted() -> None:
     assert objects.class_id[0] == 2  # 460 px of class 2 against 140 px of the best-scored class 1
     assert objects.score[0] == pytest.approx((0.6 * 28 + 0.9 * 14 + 0.8 * 18) / 60)
     assert objects.pixels[0] == 600
+
+
+@settings(max_examples=80, deadline=None)
+@given(layouts())
+def test_anchor_is_each_objects_first_pixel_in_raster_order(
+    layout: tuple[np.ndarray, dict[int, int]],
+) -> None:
+    truth, _ = layout
+    objects = truth_objects(truth)
+    firsts = anchors(np.array(list(objects.values()), dtype=object))
+    for object_id, (row, col) in zip(objects, firsts.tolist(), strict=True):
+        assert [row, col] == np.argwhere(truth == object_id)[0].tolist()
+
+
+def test_anchors_of_nothing() -> None:
+    assert anchors(np.empty(0, dtype=object)).shape == (0, 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts(), st.integers(16, 48), st.data())
+def test_a_tiles_pieces_cover_exactly_its_core_pixels(
+    layout: tuple[np.ndarray, dict[int, int]], tile_size: int, data: st.DataObject
+) -> None:
+    truth, classes = layout
+    tiles = plan_tiles(truth.shape[1], truth.shape[0], tile_size, tile_size // 4)
+    tile = tiles[data.draw(st.integers(0, len(tiles) - 1))]
+    prediction = predict_exactly(truth, classes, tile)
+
+    pieces = cut_pieces(tile, prediction)
+
+    core = prediction.labels[
+        tile.core[1] - tile.row_off : tile.core[3] - tile.row_off,
+        tile.core[0] - tile.col_off : tile.core[2] - tile.col_off,
+    ]
+    counts = np.bincount(core.ravel(), minlength=prediction.count + 1)[1:]
+    assert pieces.core_px.tolist() == counts.tolist()
+    assert pieces.pieces.shape == (prediction.count,)
+    assert shapely.is_missing(pieces.pieces).tolist() == (counts == 0).tolist()
+    present = counts > 0
+    assert shapely.area(pieces.pieces[present]).tolist() == counts[present].tolist()

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from geoseg.errors import OptionsError
-from geoseg.tasks.vectorize import polygonize_labels, simplify_pixels, to_crs_geometries
+from geoseg.tasks.vectorize import (
+    label_polygons,
+    polygonize_labels,
+    simplify_pixels,
+    to_crs_geometries,
+)
 
 label_arrays = st.tuples(st.integers(1, 12), st.integers(1, 12)).flatmap(
     lambda shape: arrays(np.uint32, shape, elements=st.integers(0, 4))
@@ -121,6 +126,28 @@ def test_area_is_pixel_count_and_polygons_are_valid(
         assert np.array_equal(coords, np.round(coords))
         assert geom.bounds[0] >= col_off
         assert geom.bounds[1] >= row_off
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels=label_arrays, dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.int64]))
+def test_every_integer_type_gives_the_same_polygons(labels: np.ndarray, dtype: type) -> None:
+    expected_labels, expected = label_polygons(labels, 3, 4)
+
+    got_labels, got = label_polygons(labels.astype(dtype), 3, 4)
+
+    assert got_labels.dtype == np.int64
+    assert got_labels.tolist() == expected_labels.tolist()
+    assert shapely.equals_exact(got, expected, tolerance=0).all()
+
+
+def test_label_polygons_pairs_each_label_with_its_geometry() -> None:
+    labels = np.array([[0, 4, 4], [9, 0, 0]], dtype=np.uint8)
+
+    found, geoms = label_polygons(labels, 0, 0)
+
+    assert found.tolist() == [4, 9]
+    assert geoms[0].equals(shapely.box(1, 0, 3, 1))
+    assert geoms[1].equals(shapely.box(0, 1, 1, 2))
 
 
 @settings(max_examples=150, deadline=None)

@@ -29,12 +29,13 @@ def save_batch(path: Path, results: Sequence[tuple[TilePieces, np.ndarray]]) -> 
     }
     for pieces, labels in results:
         i = pieces.tile.index
-        wkbs = [shapely.to_wkb(pieces.pieces[label]) for label in sorted(pieces.pieces)]
+        present = np.flatnonzero(~shapely.is_missing(pieces.pieces))
+        wkbs = shapely.to_wkb(pieces.pieces[present]).tolist()
         arrays[f"labels_{i}"] = compact_labels(labels)
         arrays[f"class_ids_{i}"] = pieces.class_ids
         arrays[f"scores_{i}"] = pieces.scores
         arrays[f"core_px_{i}"] = pieces.core_px
-        arrays[f"piece_labels_{i}"] = np.array(sorted(pieces.pieces), dtype=np.int64)
+        arrays[f"piece_labels_{i}"] = (present + 1).astype(np.int64)
         arrays[f"piece_ends_{i}"] = np.cumsum([len(w) for w in wkbs], dtype=np.int64)
         arrays[f"piece_wkb_{i}"] = np.frombuffer(b"".join(wkbs), dtype=np.uint8)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -70,14 +71,18 @@ def load_pieces(path: Path, tiles: Sequence[Tile]) -> list[TilePieces]:
             ends = archive[f"piece_ends_{i}"]
             buffer = archive[f"piece_wkb_{i}"].tobytes()
             starts = np.concatenate([[0], ends])[:-1]
-            geoms = shapely.from_wkb([buffer[s:e] for s, e in zip(starts, ends, strict=True)])
+            class_ids = archive[f"class_ids_{i}"]
+            pieces = np.full(len(class_ids), None, dtype=object)
+            pieces[archive[f"piece_labels_{i}"] - 1] = shapely.from_wkb(
+                [buffer[s:e] for s, e in zip(starts, ends, strict=True)]
+            )
             results.append(
                 TilePieces(
                     tile=by_index[i],
-                    class_ids=archive[f"class_ids_{i}"],
+                    class_ids=class_ids,
                     scores=archive[f"scores_{i}"],
                     core_px=archive[f"core_px_{i}"],
-                    pieces=dict(zip(archive[f"piece_labels_{i}"].tolist(), geoms, strict=True)),
+                    pieces=pieces,
                 )
             )
     return results

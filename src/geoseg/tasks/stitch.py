@@ -22,7 +22,7 @@ from geoseg.tasks.dissolve import dissolve_groups
 from geoseg.tasks.heap import old_objects_frozen
 from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.tiling import PixelBox, Tile, overlapping_pairs
-from geoseg.tasks.vectorize import polygonize_labels
+from geoseg.tasks.vectorize import label_polygons
 
 BLOCK_PX = 2048
 """Side, in pixels, of the runs of tile cores in which a large object is dissolved first."""
@@ -46,16 +46,16 @@ class TilePieces:
         Per instance (label ``k`` is entry ``k - 1``): int64 class ids and float32 scores.
     core_px : np.ndarray
         Per instance, int64 count of its pixels inside the core.
-    pieces : dict[int, shapely.Geometry]
-        Label to the (Multi)Polygon of its core pixels, in global pixel space; only labels with
-        core pixels.
+    pieces : np.ndarray
+        Per instance (object dtype), the (Multi)Polygon of its core pixels in global pixel space;
+        None for an instance with no core pixels.
     """
 
     tile: Tile
     class_ids: np.ndarray
     scores: np.ndarray
     core_px: np.ndarray
-    pieces: dict[int, shapely.Geometry]
+    pieces: npt.NDArray[np.object_]
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,16 @@ def anchors(geoms: np.ndarray) -> np.ndarray:
     """First pixel in raster order, ``(row, col)``, of each pixel-space geometry: int64 [N, 2].
 
     The top row is the smallest y of any vertex; the first pixel of that row starts at the
-    smallest x among the vertices on it.
+    smallest x among the vertices on it. Vertices must be non-negative integers below 2**31.
     """
     coords, owner = shapely.get_coordinates(geoms, return_index=True)
-    order = np.lexsort((coords[:, 0], coords[:, 1], owner))
-    first = np.unique(owner[order], return_index=True)[1]
-    firsts: np.ndarray = coords[order[first]][:, ::-1].astype(np.int64)
-    return firsts
+    if not len(coords):
+        return np.empty((0, 2), dtype=np.int64)
+    xy = coords.astype(np.int64)
+    key = (xy[:, 1] << 32) | xy[:, 0]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    first = np.minimum.reduceat(key, starts)
+    return np.column_stack((first >> 32, first & 0xFFFFFFFF))
 
 
 def crop(labels: np.ndarray, tile: Tile, box: PixelBox) -> np.ndarray:
@@ -124,10 +127,14 @@ def crop(labels: np.ndarray, tile: Tile, box: PixelBox) -> np.ndarray:
 @old_objects_frozen()
 def cut_pieces(tile: Tile, prediction: TilePrediction) -> TilePieces:
     """Keep the core part of every instance of a tile, as polygons in global pixel space."""
-    core_labels = crop(prediction.labels, tile, tile.core)
     count = len(prediction.class_ids)
-    core_px = np.bincount(core_labels.ravel(), minlength=count + 1)[1:].astype(np.int64)
-    pieces = polygonize_labels(core_labels, tile.core[0], tile.core[1]) if core_px.any() else {}
+    labels, geoms = label_polygons(
+        crop(prediction.labels, tile, tile.core), tile.core[0], tile.core[1]
+    )
+    pieces = np.full(count, None, dtype=object)
+    pieces[labels - 1] = geoms
+    core_px = np.zeros(count, dtype=np.int64)
+    core_px[labels - 1] = np.rint(shapely.area(geoms))  # pixel polygons: area = pixel count
     return TilePieces(
         tile=tile,
         class_ids=prediction.class_ids,
@@ -206,10 +213,7 @@ def stitch_objects(
     class_ids = np.concatenate([p.class_ids for p in ordered]).astype(np.int64)
     scores = np.concatenate([p.scores for p in ordered]).astype(np.float64)
     core_px = np.concatenate([p.core_px for p in ordered]).astype(np.int64)
-    pieces = np.full(count, None, dtype=object)
-    for p in ordered:
-        for label, piece in p.pieces.items():
-            pieces[first[p.tile.index] + label - 1] = piece
+    pieces = np.concatenate([p.pieces for p in ordered])
     tile_block = [
         ((p.tile.core[1] // BLOCK_PX) << 32) + p.tile.core[0] // BLOCK_PX for p in ordered
     ]

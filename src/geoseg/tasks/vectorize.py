@@ -18,9 +18,12 @@ from affine import Affine
 
 from geoseg.errors import OptionsError
 
-__all__ = ["polygonize_labels", "simplify_pixels", "to_crs_geometries"]
+__all__ = ["label_polygons", "polygonize_labels", "simplify_pixels", "to_crs_geometries"]
 
 _MAX_LABEL = 2**31 - 1
+
+_SHAPES_DTYPES = (np.uint8, np.uint16, np.int16, np.int32)
+"""Integer types ``rasterio.features.shapes`` takes as they are; others are converted to int32."""
 
 
 def polygonize_labels(
@@ -29,6 +32,24 @@ def polygonize_labels(
     row_off: int,
     region: tuple[int, int, int, int] | None = None,
 ) -> dict[int, shapely.Geometry]:
+    """Polygonize every nonzero label of a tile in global pixel space: ``label_polygons`` as a
+    mapping of label to geometry.
+
+    >>> import numpy as np
+    >>> geoms = polygonize_labels(np.array([[0, 7], [7, 0]], dtype=np.uint32), 10, 20)
+    >>> geoms[7].geom_type, geoms[7].area
+    ('MultiPolygon', 2.0)
+    """
+    unique, geoms = label_polygons(labels, col_off, row_off, region)
+    return dict(zip(unique.tolist(), geoms.tolist(), strict=True))
+
+
+def label_polygons(
+    labels: npt.NDArray[np.integer],
+    col_off: int,
+    row_off: int,
+    region: tuple[int, int, int, int] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
     """Polygonize every nonzero label of a tile in global pixel space.
 
     Pixels are joined through their edges (4-connectivity), so a label whose pixels touch only
@@ -46,17 +67,11 @@ def polygonize_labels(
 
     Returns
     -------
-    dict of int to shapely.Polygon or shapely.MultiPolygon
-        One valid geometry per label present in the (cropped) tile, with integer vertices in
-        global pixel space; its area is the label's pixel count. Empty when the region misses
-        the tile.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> geoms = polygonize_labels(np.array([[0, 7], [7, 0]], dtype=np.uint32), 10, 20)
-    >>> geoms[7].geom_type, geoms[7].area
-    ('MultiPolygon', 2.0)
+    labels : ndarray of int64
+        The labels present in the (cropped) tile, ascending; empty when the region misses it.
+    geometries : ndarray of object
+        For each, one valid shapely Polygon or MultiPolygon with integer vertices in global pixel
+        space; its area is the label's pixel count.
     """
     if labels.ndim != 2:
         raise ValueError(f"labels must be a 2-D array, got shape {labels.shape}")
@@ -69,18 +84,18 @@ def polygonize_labels(
         col0, row0 = max(rcol0 - col_off, 0), max(rrow0 - row_off, 0)
         col1, row1 = min(rcol1 - col_off, width), min(rrow1 - row_off, height)
         if col1 <= col0 or row1 <= row0:
-            return {}
+            return _no_polygons()
     window = labels[row0:row1, col0:col1]
     if window.size == 0:
-        return {}
+        return _no_polygons()
     if window.max() > _MAX_LABEL:
         raise ValueError(f"labels must be below 2**31, got {window.max()}")
     if np.issubdtype(window.dtype, np.signedinteger) and window.min() < 0:
         raise ValueError(f"labels must not be negative, got {window.min()}")
-    source = window.astype(np.int32, copy=False)
+    source = window if window.dtype in _SHAPES_DTYPES else window.astype(np.int32)
     foreground = source != 0
     if not foreground.any():
-        return {}
+        return _no_polygons()
     shapes = rasterio.features.shapes(
         source,
         mask=foreground,
@@ -111,7 +126,12 @@ def polygonize_labels(
         geoms[invalid] = shapely.make_valid(
             geoms[invalid], method="structure", keep_collapsed=False
         )
-    return dict(zip(unique.tolist(), geoms.tolist(), strict=True))
+    return unique, geoms
+
+
+def _no_polygons() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """No labels, no geometries."""
+    return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
 
 
 def _group_parts(
