@@ -10,6 +10,7 @@ import pytest
 import shapely
 
 import geoseg.tasks.batch
+import geoseg.tasks.inference
 from geoseg.errors import RasterError
 from geoseg.tasks.batch import segment_batch
 from geoseg.tasks.inference import TilePrediction, predict_tiles
@@ -63,7 +64,7 @@ def model_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(len(pixels))
         return predict_tiles(model, spec, pixels, *args)
 
-    monkeypatch.setattr(geoseg.tasks.batch, "predict_tiles", spy)
+    monkeypatch.setattr(geoseg.tasks.inference, "predict_tiles", spy)
     return calls
 
 
@@ -194,7 +195,7 @@ def test_tiles_resampled_for_the_model_map_back_onto_the_raster_grid(
         seen.extend(p.shape for p in pixels)
         return predict_tiles(model, spec, pixels, *args)
 
-    monkeypatch.setattr(geoseg.tasks.batch, "predict_tiles", spy)
+    monkeypatch.setattr(geoseg.tasks.inference, "predict_tiles", spy)
     tiles = plan_tiles(SIZE, SIZE, TILE, OVERLAP)
 
     half = segment_batch(str(scene), tiles, oracle, 0.5, tmp_path / "h.npz", "cpu", scale=0.5)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import torch
 from geoseg.errors import ModelError, OptionsError
 from geoseg.models.contract import (
     ModelSpec,
+    cuda_device_count,
     load_model,
     package_model,
     read_model_spec,
@@ -283,6 +287,34 @@ def test_select_device() -> None:
     assert select_device().type == expected
     with pytest.raises(OptionsError, match="device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
         select_device("tpu")
+
+
+def test_cuda_device_count_is_what_torch_sees() -> None:
+    expected = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert cuda_device_count() == expected
+
+
+@pytest.mark.skipif(
+    not importlib.metadata.version("torch").endswith("+cpu"), reason="needs a CPU build of torch"
+)
+def test_planning_a_run_never_imports_torch() -> None:
+    # What a run's flow process does before and besides submitting batches: read the model's
+    # description, size the local cluster, import the flow and the batch task.
+    script = """
+import sys
+from geoseg.api import local_cluster_config
+from geoseg.config import RunConfig
+from geoseg.models.contract import read_model_spec
+from geoseg.models.shipped import default_model_path
+import geoseg.cli.main, geoseg.flows.segment, geoseg.tasks.batch
+read_model_spec(default_model_path())
+assert local_cluster_config(RunConfig(inputs=("a.tif",), output="o.gpkg")).device == "auto"
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

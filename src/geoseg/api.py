@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import torch
 from distributed import LocalCluster
 from prefect_dask.task_runners import DaskTaskRunner
 
@@ -25,7 +24,7 @@ from geoseg.flows.segment import (
     segment_rasters,
 )
 from geoseg.flows.temporary_server import shared_temporary_server
-from geoseg.models.contract import check_tta, read_model_spec
+from geoseg.models.contract import check_tta, cuda_device_count, read_model_spec
 from geoseg.models.shipped import default_model_path
 from geoseg.tasks.destination import cache_anchor, check_s3_output
 from geoseg.tasks.reading import describe_raster
@@ -169,8 +168,9 @@ def check_rasters(config: RunConfig, bands: tuple[int, ...]) -> None:
 
 def local_cluster_config(config: RunConfig) -> RunConfig:
     """Size a local cluster: one worker per GPU where CUDA is used, else split the CPU cores."""
-    if config.device != "cpu" and torch.cuda.is_available():
-        workers = config.workers or torch.cuda.device_count()
+    gpus = 0 if config.device == "cpu" else cuda_device_count()
+    if gpus:
+        workers = config.workers or gpus
         return replace(config, device="cuda", workers=workers, threads_per_worker=1)
     workers = config.workers or DEFAULT_WORKERS
     threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
@@ -179,7 +179,8 @@ def local_cluster_config(config: RunConfig) -> RunConfig:
 
 def start_local_cluster(config: RunConfig) -> LocalCluster:
     """A local cluster of worker processes (sized by `local_cluster_config`) that have already
-    imported the flow's tasks, so the first batch does not wait for torch and rasterio to load.
+    imported the flow's tasks and the inference step, so the first batch does not wait for torch
+    and rasterio to load.
 
     Local CUDA workers offer `GPU_BATCHES_IN_FLIGHT` GPU slots and as many threads, so one
     batch's reading and vectorizing overlap another's model time on the same GPU.
@@ -189,7 +190,7 @@ def start_local_cluster(config: RunConfig) -> LocalCluster:
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": ":0",
-        "preload": [segment_rasters.fn.__module__],
+        "preload": [segment_rasters.fn.__module__, "geoseg.tasks.inference"],
     }
     if config.device == "cuda":
         options["threads_per_worker"] = GPU_BATCHES_IN_FLIGHT

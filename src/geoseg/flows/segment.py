@@ -29,13 +29,12 @@ import geoseg
 from geoseg import progress, stopping
 from geoseg.config import RunConfig, run_file_document
 from geoseg.errors import GeosegError, RasterError, RemoteReadError
-from geoseg.models.contract import ModelSpec, read_model_spec
+from geoseg.models.contract import MASK_THRESHOLD, ModelSpec, read_model_spec
 from geoseg.models.shipped import default_model_path
 from geoseg.tasks.batch import BatchReport, segment_batch
 from geoseg.tasks.cache import batch_folder, clear_cache
 from geoseg.tasks.destination import cache_anchor, upload_output
 from geoseg.tasks.georeference import georeference_objects
-from geoseg.tasks.inference import MASK_THRESHOLD
 from geoseg.tasks.measure import area_method, model_scale
 from geoseg.tasks.partials import stitch_saved
 from geoseg.tasks.reading import RasterInfo, describe_raster, first_line

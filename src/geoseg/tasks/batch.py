@@ -3,6 +3,10 @@
 This is the unit of parallel work. It takes references (a raster path, tile windows, a model
 path) and returns a small report; pixels and masks never travel through the scheduler. The
 model is loaded once per worker process and reused for every batch.
+
+torch and the inference step are imported when a batch runs, not with this module: the flow's
+process imports it to submit batches and never runs one (torch alone is 180 MB and 2.4 s of
+start-up there). Local workers import them before they take work (see ``geoseg.api``).
 """
 
 from __future__ import annotations
@@ -10,18 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
-import torch
 from distributed import get_worker
 
 from geoseg.models.contract import ModelSpec, load_model, select_device
-from geoseg.tasks.inference import configure_torch_threads, predict_tiles, resize_prediction
 from geoseg.tasks.partials import compact_labels, save_batch
 from geoseg.tasks.reading import open_raster, read_tile
 from geoseg.tasks.stitch import TilePieces, cut_pieces
 from geoseg.tasks.tiling import Tile
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ def segment_batch(
     the raster's own pixels, so that pieces, polygons and areas stay on the raster's grid.
     ``tta`` switches on the model's test-time augmentation.
     """
+    from geoseg.tasks.inference import configure_torch_threads
+
     if torch_threads is not None:
         configure_torch_threads(torch_threads)
     torch_device = worker_device(device)
@@ -90,6 +98,8 @@ def _segment_model_batch(
 ) -> tuple[list[tuple[TilePieces, np.ndarray]], int]:
     """One model batch: the pieces and label array of each tile with instances; and how many
     tiles were skipped as entirely nodata."""
+    from geoseg.tasks.inference import predict_tiles, resize_prediction
+
     kept, pixels, valid = [], [], []
     for tile in tiles:
         tile_pixels, tile_valid = read_tile(src, tile, spec.bands, model_shape(tile, scale))
@@ -118,6 +128,8 @@ def worker_device(preference: str) -> torch.device:
     """This worker's torch device: on a machine with several GPUs, local workers (named 0, 1,
     ...) take one GPU each; others use ``preference`` as it is (one GPU per worker is then set
     with ``CUDA_VISIBLE_DEVICES``)."""
+    import torch
+
     device = select_device(preference)
     count = torch.cuda.device_count() if device.type == "cuda" else 0
     if count > 1 and device.index is None:

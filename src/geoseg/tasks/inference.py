@@ -15,14 +15,11 @@ import numpy.typing as npt
 import torch
 
 from geoseg.errors import ModelError, OptionsError, RasterError
-from geoseg.models.contract import ModelSpec, last_line
+from geoseg.models.contract import MASK_THRESHOLD, ModelSpec, last_line
 
 Detector = Callable[[list[torch.Tensor]], object]
 """What segments a batch of tiles: a loaded model (`geoseg.models.contract.load_model`), or
 anything called the same way and answering by the same contract."""
-
-MASK_THRESHOLD = 0.5
-"""Mask probability above which a pixel belongs to an instance."""
 
 _PASTE_CHUNK = 64
 """Instances pasted per vectorised step, bounding the memory of their pixel lists."""

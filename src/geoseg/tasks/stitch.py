@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -20,9 +21,11 @@ import shapely
 from geoseg.tasks.components import connected_groups
 from geoseg.tasks.dissolve import dissolve_groups
 from geoseg.tasks.heap import old_objects_frozen
-from geoseg.tasks.inference import TilePrediction
 from geoseg.tasks.tiling import PixelBox, Tile, overlapping_pairs
 from geoseg.tasks.vectorize import label_polygons
+
+if TYPE_CHECKING:
+    from geoseg.tasks.inference import TilePrediction
 
 BLOCK_PX = 2048
 """Side, in pixels, of the runs of tile cores in which a large object is dissolved first."""
