@@ -46,7 +46,7 @@ def test_devices_without_bfloat16_units_do_not_claim_them() -> None:
 def test_a_segmenter_runs_in_float32_on_cpus_that_emulate_bfloat16(
     native: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(contract, "native_bf16", lambda device: native)
+    monkeypatch.setattr("geoseg.models.precision.native_bf16", lambda device: native)
     contract._load_cached.cache_clear()
     torch.manual_seed(0)
     net = UNet(3, len(CLASSES), widths=(4, 8))
