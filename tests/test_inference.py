@@ -189,6 +189,22 @@ def test_nodata_is_cleared_and_never_detected(oracle: Model) -> None:
     np.testing.assert_array_equal(got.labels == 1, (ids == 1001) & valid)
 
 
+def test_the_callers_pixels_and_masks_are_left_as_they_were(oracle: Model) -> None:
+    ids = np.zeros((12, 12), dtype=np.int64)
+    ids[2:9, 2:9] = 1001
+    pixels = tile(ids)
+    pixels[0, 3, 3] = np.nan
+    valid = np.ones(ids.shape, bool)
+    valid[:, 10:] = False
+    before = pixels.copy(), valid.copy()
+
+    (got,) = predict_tiles(*oracle, [pixels], [valid], 0.0, CPU)
+
+    assert got.labels[3, 3] == 0
+    np.testing.assert_array_equal(pixels, before[0])
+    np.testing.assert_array_equal(valid, before[1])
+
+
 def test_non_finite_values_count_as_nodata(oracle: Model) -> None:
     ids = np.full((4, 4), 1001, dtype=np.int64)
     pixels = tile(ids)

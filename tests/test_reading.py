@@ -203,12 +203,15 @@ def test_describe_raster_keeps_size_crs_and_transform(make_raster: MakeRaster) -
     assert info.name == "scene.tif"
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64]
+)
 def test_pixels_come_back_as_float32_values(make_raster: MakeRaster, dtype: type) -> None:
     values = np.arange(2 * 20 * 24).reshape(2, 20, 24) % 250
     if np.dtype(dtype).kind == "f":
         values = values * 0.25 - 3.0
-    path = make_raster(values.astype(dtype))
+    values = values.astype(dtype)
+    path = make_raster(values)
     tile = Tile(0, 5, 3, 16, 16, (5, 3, 21, 19))
 
     pixels, valid = read(path, tile, (1, 2))

@@ -323,15 +323,14 @@ def find_empty_tiles(
     fall between the samples counts as empty. Integer rasters with no nodata are not read.
     """
     import numpy as np
-    from rasterio.enums import MaskFlags
 
     from geoseg.tasks.batch import model_shape
-    from geoseg.tasks.reading import open_raster, read_tile
+    from geoseg.tasks.reading import all_valid, open_raster, read_tile
 
     empty = set()
     exact = True
     with open_raster(raster) as src:
-        no_nodata = all(src.mask_flag_enums[band - 1] == [MaskFlags.all_valid] for band in bands)
+        no_nodata = all_valid(src, bands)
         floating = any(np.dtype(src.dtypes[band - 1]).kind == "f" for band in bands)
         if no_nodata and not floating:  # every pixel valid and finite: nothing to skip
             return frozenset(), True

@@ -230,12 +230,16 @@ def _prepare(
         raise RasterError(
             f"tile {index}: validity mask {ok.shape} does not match pixels {tile.shape[1:]}"
         )
-    image = model_input(to_device(np.array(tile, dtype=np.float32), device), spec)
-    usable = to_device(np.array(ok, dtype=bool), device)
-    usable &= torch.isfinite(image).all(dim=0)
-    # Zero is the band mean once standardised: the least informative value to the network, and it
-    # keeps fill values such as -9999 from producing edges or detections.
-    image = torch.where(usable, image, torch.zeros((), device=device))
+    # Neither array is changed in place below, so neither is copied on the CPU.
+    image = model_input(to_device(np.asarray(tile, dtype=np.float32), device), spec)
+    usable = to_device(np.asarray(ok, dtype=bool), device)
+    # A finite sum means every value is finite: one pass instead of a test per value.
+    if not bool(torch.isfinite(image.sum())):
+        usable = usable & torch.isfinite(image).all(dim=0)
+    if not bool(usable.all()):
+        # Zero is the band mean once standardised: the least informative value to the network,
+        # and it keeps fill values such as -9999 from producing edges or detections.
+        image = torch.where(usable, image, torch.zeros((), device=device))
     return image, usable
 
 
@@ -246,7 +250,7 @@ def model_input(pixels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     if spec.mean is not None and spec.std is not None:
         mean = torch.tensor(spec.mean, dtype=torch.float32, device=image.device)[:, None, None]
         std = torch.tensor(spec.std, dtype=torch.float32, device=image.device)[:, None, None]
-        image = (image - mean) / std
+        image.sub_(mean).div_(std)
     return image
 
 
@@ -318,7 +322,10 @@ def _check_output(
 def _check_label_map(label_map: torch.Tensor, count: int, where: str) -> None:
     if label_map.is_floating_point() or label_map.dtype == torch.bool:
         raise ModelError(f"{where}: 'label_map' must be integers, got {label_map.dtype}")
-    if label_map.numel() and not 0 <= int(label_map.min()) <= int(label_map.max()) <= count:
+    if not label_map.numel():
+        return
+    low, high = torch.aminmax(label_map)
+    if not 0 <= int(low) <= int(high) <= count:
         raise ModelError(
             f"{where}: 'label_map' values must lie in 0..{count} (0 background, k detection k)"
         )
@@ -329,16 +336,26 @@ def _resolve(
 ) -> TilePrediction:
     scores = detection["scores"].numpy()
     kept = np.flatnonzero(scores >= score_threshold)
+    if not len(kept):
+        return TilePrediction(
+            labels=np.zeros(usable.shape, dtype=np.uint32),
+            class_ids=np.zeros(0, dtype=np.int64),
+            scores=np.zeros(0, dtype=np.float32),
+        )
     if "label_map" in detection:
         owner = _label_map_owner(detection["label_map"], kept, len(scores), usable)
     else:
         owner = _mask_owner(detection["masks"], scores, kept, usable)
     # Survivors keep the model's order and are numbered 1..N.
     survivors = np.flatnonzero(np.bincount(owner.ravel(), minlength=len(scores) + 1)[1:])
-    relabel = np.zeros(len(scores) + 1, dtype=np.uint32)
-    relabel[survivors + 1] = np.arange(1, len(survivors) + 1, dtype=np.uint32)
+    if len(survivors) == len(scores):
+        labels = owner.astype(np.uint32)
+    else:
+        relabel = np.zeros(len(scores) + 1, dtype=np.uint32)
+        relabel[survivors + 1] = np.arange(1, len(survivors) + 1, dtype=np.uint32)
+        labels = relabel[owner]
     return TilePrediction(
-        labels=relabel[owner],
+        labels=labels,
         class_ids=detection["labels"].numpy()[survivors].astype(np.int64),
         scores=scores[survivors].astype(np.float32),
     )
@@ -346,14 +363,17 @@ def _resolve(
 
 def _label_map_owner(
     label_map: torch.Tensor, kept: npt.NDArray[np.intp], count: int, usable: torch.Tensor
-) -> npt.NDArray[np.int64]:
+) -> npt.NDArray[np.integer]:
     """Each pixel's detection (``k`` for detection ``k - 1``, 0 for none) from a label map,
     without the detections scoring below the threshold and the unusable pixels."""
-    keep = torch.zeros(count + 1, dtype=torch.bool, device=usable.device)
-    keep[torch.as_tensor(kept, device=usable.device) + 1] = True
-    label_map = label_map.to(usable.device, torch.int64)
-    owner = torch.where(usable & keep[label_map], label_map, 0)
-    result: npt.NDArray[np.int64] = owner.cpu().numpy()
+    label_map = label_map.to(usable.device)
+    if len(kept) < count:
+        keep = torch.zeros(count + 1, dtype=torch.bool, device=usable.device)
+        keep[torch.as_tensor(kept, device=usable.device) + 1] = True
+        label_map = torch.where(keep[label_map.long()], label_map, 0)
+    if not bool(usable.all()):
+        label_map = torch.where(usable, label_map, 0)
+    result: npt.NDArray[np.integer] = label_map.cpu().numpy()
     return result
 
 
