@@ -507,6 +507,22 @@ def test_a_label_map_resolves_like_the_same_masks(
 
 
 @pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64]
+)
+def test_label_maps_of_every_integer_type_resolve_alike(tmp_path: Path, dtype: type) -> None:
+    owners = np.array([[0, 1, 1, 2], [3, 3, 0, 2], [3, 0, 0, 0]])
+    valid = np.ones(owners.shape, bool)
+    valid[0, 1] = False
+    pixels = [np.zeros((1, *owners.shape), np.float32)]
+    model = label_map_model(tmp_path, owners.astype(dtype), [0.9, 0.3, 0.8])
+
+    (got,) = predict_tiles(*model, pixels, [valid], 0.5, CPU)
+
+    np.testing.assert_array_equal(got.labels, [[0, 0, 1, 0], [2, 2, 0, 0], [2, 0, 0, 0]])
+    np.testing.assert_array_equal(got.scores, np.float32([0.9, 0.8]))
+
+
+@pytest.mark.parametrize(
     ("label_map", "message"),
     [
         (np.zeros((3, 3), np.float32), "'label_map' must be integers, got torch.float32"),

@@ -307,28 +307,37 @@ def _check_output(
                 f"{where}: label {int(unknown[0])} is not among the model's classes "
                 f"{sorted(spec.classes)}"
             )
-        if pixels == "label_map":
-            _check_label_map(detection["label_map"], n, where)
         checked.append(
             {
                 "labels": labels,
                 "scores": scores.to("cpu", torch.float32),
-                pixels: detection[pixels],
+                pixels: (
+                    _checked_label_map(detection[pixels], n, where)
+                    if pixels == "label_map"
+                    else detection[pixels]
+                ),
             }
         )
     return checked
 
 
-def _check_label_map(label_map: torch.Tensor, count: int, where: str) -> None:
+_WIDENED = (torch.uint16, torch.uint32, torch.uint64)
+"""Label map types torch has few operations for (not even a minimum): widened to int64."""
+
+
+def _checked_label_map(label_map: torch.Tensor, count: int, where: str) -> torch.Tensor:
     if label_map.is_floating_point() or label_map.dtype == torch.bool:
         raise ModelError(f"{where}: 'label_map' must be integers, got {label_map.dtype}")
+    if label_map.dtype in _WIDENED:
+        label_map = label_map.to(torch.int64)
     if not label_map.numel():
-        return
+        return label_map
     low, high = torch.aminmax(label_map)
     if not 0 <= int(low) <= int(high) <= count:
         raise ModelError(
             f"{where}: 'label_map' values must lie in 0..{count} (0 background, k detection k)"
         )
+    return label_map
 
 
 def _resolve(
