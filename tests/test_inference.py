@@ -205,6 +205,20 @@ def test_the_callers_pixels_and_masks_are_left_as_they_were(oracle: Model) -> No
     np.testing.assert_array_equal(valid, before[1])
 
 
+def test_flipped_and_strided_views_are_read_like_copies(oracle: Model) -> None:
+    ids = np.zeros((10, 12), dtype=np.int64)
+    ids[1:6, 2:9] = 1001
+    ids[7:9, 0:4] = 2002
+    pixels, valid = tile(ids), ids < 2002
+    views = pixels[:, ::-1, ::2], valid[::-1, ::2]
+
+    (got,) = predict_tiles(*oracle, [views[0]], [views[1]], 0.0, CPU)
+    (wanted,) = predict_tiles(*oracle, [views[0].copy()], [views[1].copy()], 0.0, CPU)
+
+    assert_same(got, wanted)
+    assert got.count == 1
+
+
 def test_non_finite_values_count_as_nodata(oracle: Model) -> None:
     ids = np.full((4, 4), 1001, dtype=np.int64)
     pixels = tile(ids)

@@ -230,9 +230,9 @@ def _prepare(
         raise RasterError(
             f"tile {index}: validity mask {ok.shape} does not match pixels {tile.shape[1:]}"
         )
-    # Neither array is changed in place below, so neither is copied on the CPU.
-    image = model_input(to_device(np.asarray(tile, dtype=np.float32), device), spec)
-    usable = to_device(np.asarray(ok, dtype=bool), device)
+    # Neither array is changed in place below, so neither is copied unless torch needs it to be.
+    image = model_input(to_device(np.ascontiguousarray(tile, dtype=np.float32), device), spec)
+    usable = to_device(np.ascontiguousarray(ok, dtype=bool), device)
     # A finite sum means every value is finite: one pass instead of a test per value.
     if not bool(torch.isfinite(image.sum())):
         usable = usable & torch.isfinite(image).all(dim=0)
