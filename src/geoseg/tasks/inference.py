@@ -307,16 +307,11 @@ def _check_output(
                 f"{where}: label {int(unknown[0])} is not among the model's classes "
                 f"{sorted(spec.classes)}"
             )
+        instances = detection[pixels]
+        if pixels == "label_map":
+            instances = _checked_label_map(instances, n, where)
         checked.append(
-            {
-                "labels": labels,
-                "scores": scores.to("cpu", torch.float32),
-                pixels: (
-                    _checked_label_map(detection[pixels], n, where)
-                    if pixels == "label_map"
-                    else detection[pixels]
-                ),
-            }
+            {"labels": labels, "scores": scores.to("cpu", torch.float32), pixels: instances}
         )
     return checked
 
