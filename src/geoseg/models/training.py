@@ -336,7 +336,8 @@ def _write_checkpoint(path: str | Path, net: UNet, config: TrainingConfig, **run
     temporary = target.with_name(f".{target.name}.tmp")
     document = {
         "format": CHECKPOINT_FORMAT,
-        "model": net.state_dict(),
+        # CPU tensors: a plain torch.load of weights trained on a GPU then works on any machine.
+        "model": {name: value.cpu() for name, value in net.state_dict().items()},
         **run,
         "config": _config_document(config),
         "mean": list(MEAN),
