@@ -118,6 +118,7 @@ def test_train_chips_evaluate(labelled_raster: tuple[Path, Path], tmp_path: Path
     assert "building" in evaluated.output
     figures = json.loads(report.read_text())["classes"]["building"]
     assert figures["true_positives"] + figures["false_negatives"] == 2
+    assert sum(figures["missed"].values()) == figures["false_negatives"]
 
 
 def test_fine_tuning_starts_from_the_shipped_weights(

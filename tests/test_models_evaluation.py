@@ -15,6 +15,8 @@ from geoseg.models.evaluation import (
     count_matches,
     evaluate_instances,
     format_table,
+    matched_truth,
+    missed_reasons,
     predict_image,
 )
 from geoseg.models.greenery import GreeneryModel
@@ -120,3 +122,37 @@ def test_an_image_finer_than_the_model_is_predicted_at_the_model_resolution(
     assert seen == [(2, 32, 32)]
     assert np.array_equal(resampled.labels, native.labels)
     assert np.array_equal(resampled.classes, native.classes)
+
+
+def test_missed_objects_are_told_apart_as_merged_split_or_not_found() -> None:
+    truth = np.zeros((10, 40), np.int32)
+    truth[0:10, 0:8] = 1  # two touching roofs ...
+    truth[0:10, 8:16] = 2
+    truth[0:10, 20:30] = 3  # ... one cut in three ...
+    truth[0:4, 34:38] = 4  # ... and one nobody saw
+    predicted = np.zeros((10, 40), np.int32)
+    predicted[0:10, 0:17] = 1  # ... predicted as one object (IoU 0.47 with each)
+    predicted[0:10, 20:23] = 2
+    predicted[0:10, 23:26] = 3
+    predicted[0:10, 26:29] = 4
+    report = evaluate_instances(
+        [InstanceSet(truth, np.array([3, 3, 3, 3]))],
+        [InstanceSet(predicted, np.array([3, 3, 3, 3]), np.full(4, 0.9, np.float32))],
+        CLASSES,
+    )
+    building = report["classes"]["building"]
+    assert building["false_negatives"] == 4
+    assert building["missed"] == {"merged": 2, "split": 1, "not_found": 1}
+    assert report["classes"]["lawn"]["missed"] == {"merged": 0, "split": 0, "not_found": 0}
+    table = format_table(report)
+    assert table.splitlines()[-1].split() == ["building", "2", "1", "1"]
+    assert "lawn" not in table.split("missed")[1]
+
+
+def test_matched_objects_are_not_counted_as_missed() -> None:
+    truth = np.array([[1, 1, 1, 1, 0, 2, 2]])
+    predicted = np.array([[1, 1, 1, 0, 0, 2, 0]])  # IoU 0.75 and 0.5: both match
+    matched = matched_truth(truth, predicted)
+    assert matched == {1, 2}
+    assert missed_reasons(truth, predicted, matched) == {"merged": 0, "split": 0, "not_found": 0}
+    assert missed_reasons(truth, predicted, set()) == {"merged": 2, "split": 0, "not_found": 0}

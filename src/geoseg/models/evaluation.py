@@ -5,7 +5,10 @@ Two families of figures, per class:
 * COCO mask AP (IoU 0.5:0.95) and AP50, computed by pycocotools' ``COCOeval`` (the reference
   implementation, not a re-implementation), from all predictions whatever their score;
 * precision, recall and F1 at IoU >= 0.5 with one-to-one matching (the SpaceNet building
-  metric), and the total-area error, from the predictions scoring at least the threshold.
+  metric), and the total-area error, from the predictions scoring at least the threshold;
+* why the unmatched ground-truth objects were missed (`missed_reasons`): merged into a larger
+  predicted object, split into several, or not found. On the shipped model most misses are
+  merges, which says where to improve a model: separating touching objects, not finding them.
 
 `predict_image` runs any contract model over an image of any size, tile by tile, the way the
 pipeline feeds it.
@@ -171,7 +174,8 @@ def evaluate_instances(
     ``truth`` and ``predictions`` pair up image by image; predictions need scores. Returns a
     JSON-ready dict: ``{"classes": {name: {...}}, "score_threshold": ..., "images": n}``;
     ``area_error`` is (predicted - true) / true total area, areas in pixels and, with
-    ``pixel_area_m2``, in square metres.
+    ``pixel_area_m2``, in square metres; ``missed`` splits the false negatives by reason (see
+    `missed_reasons`).
     """
     if len(truth) != len(predictions):
         raise OptionsError(f"{len(truth)} ground-truth images but {len(predictions)} predictions")
@@ -184,19 +188,22 @@ def evaluate_instances(
     for class_id, name in sorted(classes.items()):
         tp = fp = fn = 0
         true_area = predicted_area = 0
+        reasons = dict.fromkeys(MISSED_REASONS, 0)
         for gt, pred in zip(truth, predictions, strict=True):
             if pred.scores is None:
                 raise OptionsError("predictions need scores")
             g = _select(gt.labels, gt.classes == class_id)
             confident = (pred.classes == class_id) & (pred.scores >= score_threshold)
             p = _select(pred.labels, confident)
-            matched = count_matches(g, p)
+            matched = matched_truth(g, p)
             n_true, n_pred = int(g.max(initial=0)), int(p.max(initial=0))
-            tp += matched
-            fp += n_pred - matched
-            fn += n_true - matched
+            tp += len(matched)
+            fp += n_pred - len(matched)
+            fn += n_true - len(matched)
             true_area += int((g > 0).sum())
             predicted_area += int((p > 0).sum())
+            for reason, count in missed_reasons(g, p, matched).items():
+                reasons[reason] += count
         # Undefined figures (nothing predicted, nothing to find) are None, not a misleading 0.
         precision = tp / (tp + fp) if tp + fp else None
         recall = tp / (tp + fn) if tp + fn else None
@@ -210,6 +217,7 @@ def evaluate_instances(
             "true_positives": tp,
             "false_positives": fp,
             "false_negatives": fn,
+            "missed": reasons,
             "true_area_px": true_area,
             "predicted_area_px": predicted_area,
             "area_error": (predicted_area - true_area) / true_area if true_area else None,
@@ -238,26 +246,80 @@ def count_matches(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
     >>> count_matches(a, a)
     2
     """
+    return len(matched_truth(truth, predicted))
+
+
+def matched_truth(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> set[int]:
+    """Labels of the ``truth`` objects matched one-to-one at IoU >= 0.5 (see `count_matches`)."""
     n_true, n_pred = int(truth.max(initial=0)), int(predicted.max(initial=0))
     if n_true == 0 or n_pred == 0:
-        return 0
-    both = (truth > 0) & (predicted > 0)
-    pairs = truth[both] * (n_pred + 1) + predicted[both]
-    overlap = np.bincount(pairs, minlength=(n_true + 1) * (n_pred + 1)).reshape(
-        n_true + 1, n_pred + 1
-    )
+        return set()
+    overlap = _overlaps(truth, predicted, n_true, n_pred)
     true_size = np.bincount(truth.ravel(), minlength=n_true + 1)
     pred_size = np.bincount(predicted.ravel(), minlength=n_pred + 1)
     union = true_size[:, None] + pred_size[None, :] - overlap
     iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)[1:, 1:]
     candidates = np.argwhere(iou >= MATCH_IOU)
     order = np.argsort(-iou[candidates[:, 0], candidates[:, 1]], kind="stable")
-    used_true, used_pred = set(), set()
+    used_true: set[int] = set()
+    used_pred: set[int] = set()
     for t, p in candidates[order]:
         if t not in used_true and p not in used_pred:
-            used_true.add(t)
-            used_pred.add(p)
-    return len(used_true)
+            used_true.add(int(t))
+            used_pred.add(int(p))
+    return {t + 1 for t in used_true}
+
+
+MISSED_REASONS = ("merged", "split", "not_found")
+
+
+def missed_reasons(
+    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], matched: set[int]
+) -> dict[str, int]:
+    """Why the ``truth`` objects outside ``matched`` (their labels) were missed.
+
+    ``merged``: one predicted object covers at least half of it, yet their IoU is under 0.5, so
+    that object spills well beyond it (typically over a neighbour as well); ``split``: predicted
+    objects cover at least half of it together, none alone; ``not_found``: less than half of it
+    is covered.
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 2, 2, 0, 3, 3, 3, 3, 3, 0, 4]])
+    >>> predicted = np.array([[1, 1, 1, 1, 1, 2, 2, 3, 3, 0, 0, 0]])
+    >>> missed_reasons(truth, predicted, matched_truth(truth, predicted))
+    {'merged': 2, 'split': 1, 'not_found': 1}
+    """
+    reasons = dict.fromkeys(MISSED_REASONS, 0)
+    n_true, n_pred = int(truth.max(initial=0)), int(predicted.max(initial=0))
+    if n_true == 0:
+        return reasons
+    size = np.bincount(truth.ravel(), minlength=n_true + 1)[1:]
+    covered = np.bincount(truth[predicted > 0], minlength=n_true + 1)[1:]
+    largest = np.zeros(n_true, dtype=np.int64)
+    if n_pred:
+        largest = _overlaps(truth, predicted, n_true, n_pred)[1:, 1:].max(axis=1)
+    missed = np.ones(n_true, dtype=bool)
+    missed[[t - 1 for t in matched]] = False
+    present = missed & (size > 0)
+    merged = present & (2 * largest >= size)
+    split = present & ~merged & (2 * covered >= size)
+    reasons["merged"] = int(merged.sum())
+    reasons["split"] = int(split.sum())
+    reasons["not_found"] = int((present & ~merged & ~split).sum())
+    return reasons
+
+
+def _overlaps(
+    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], n_true: int, n_pred: int
+) -> npt.NDArray[np.int64]:
+    """Pixels shared by each truth object (rows, 0 = background) and predicted one (columns)."""
+    both = (truth > 0) & (predicted > 0)
+    pairs = truth[both] * (n_pred + 1) + predicted[both]
+    counts: npt.NDArray[np.int64] = np.bincount(
+        pairs, minlength=(n_true + 1) * (n_pred + 1)
+    ).reshape(n_true + 1, n_pred + 1)
+    return counts
 
 
 def coco_mask_ap(
@@ -364,4 +426,15 @@ def format_table(report: Mapping[str, Any]) -> str:
             f"{entry['false_positives']:>6}{entry['false_negatives']:>6}"
             f"{'n/a' if error is None else f'{error:+.1%}':>10}"
         )
+    missed = [
+        (name, entry["missed"])
+        for name, entry in report["classes"].items()
+        if any(entry["missed"].values())
+    ]
+    if missed:
+        lines += ["", f"{'missed':<12}{'merged':>8}{'split':>8}{'not found':>11}"]
+        lines += [
+            f"{name:<12}{why['merged']:>8}{why['split']:>8}{why['not_found']:>11}"
+            for name, why in missed
+        ]
     return "\n".join(lines)
