@@ -19,6 +19,7 @@ from geoseg.models.training import (
     network_from_checkpoint,
     segmentation_loss,
     split_validation,
+    standardise,
     train,
     train_step,
 )
@@ -180,3 +181,18 @@ def test_batches_made_by_loader_workers_give_the_same_run() -> None:
     assert result.iterations == 3
     for name, tensor in serial.state_dict().items():
         torch.testing.assert_close(parallel.state_dict()[name], tensor)
+
+
+def test_batches_carry_8_bit_crops_and_apply_their_colour_changes_where_used() -> None:
+    source = TrainingSource((_image(),), (3,))
+    plain = make_batch([source], _config(tile_px=64), np.random.default_rng(0), augment=False)
+    assert plain.images.dtype == torch.uint8
+    # a whole-image crop without augmentation is the source's pixels, standardised
+    torch.testing.assert_close(plain.images[0], torch.from_numpy(_image().image))
+    expected = standardise(torch.from_numpy(_image().image)[None].float() / 255.0)
+    torch.testing.assert_close(plain.network_input()[:1], expected)
+    varied = make_batch([source], _config(tile_px=64), np.random.default_rng(0))
+    inputs = varied.network_input()
+    torch.testing.assert_close(varied.network_input(), inputs)  # the same input every time
+    torch.testing.assert_close(varied.to(torch.device("cpu")).network_input(), inputs)
+    assert not torch.allclose(inputs, standardise(varied.images.float() / 255.0))
