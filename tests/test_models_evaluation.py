@@ -12,6 +12,7 @@ import geoseg.models.evaluation
 from geoseg.models.contract import load_model, package_model
 from geoseg.models.evaluation import (
     InstanceSet,
+    contingency,
     count_matches,
     evaluate_instances,
     format_table,
@@ -152,7 +153,8 @@ def test_missed_objects_are_told_apart_as_merged_split_or_not_found() -> None:
 def test_matched_objects_are_not_counted_as_missed() -> None:
     truth = np.array([[1, 1, 1, 1, 0, 2, 2]])
     predicted = np.array([[1, 1, 1, 0, 0, 2, 0]])  # IoU 0.75 and 0.5: both match
-    matched = matched_truth(truth, predicted)
+    table = contingency(truth, predicted)
+    matched = matched_truth(table)
     assert matched == {1, 2}
-    assert missed_reasons(truth, predicted, matched) == {"merged": 0, "split": 0, "not_found": 0}
-    assert missed_reasons(truth, predicted, set()) == {"merged": 2, "split": 0, "not_found": 0}
+    assert missed_reasons(table, matched) == {"merged": 0, "split": 0, "not_found": 0}
+    assert missed_reasons(table, set()) == {"merged": 2, "split": 0, "not_found": 0}

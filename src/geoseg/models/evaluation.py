@@ -195,14 +195,15 @@ def evaluate_instances(
             g = _select(gt.labels, gt.classes == class_id)
             confident = (pred.classes == class_id) & (pred.scores >= score_threshold)
             p = _select(pred.labels, confident)
-            matched = matched_truth(g, p)
-            n_true, n_pred = int(g.max(initial=0)), int(p.max(initial=0))
+            table = contingency(g, p)
+            matched = matched_truth(table)
+            n_true, n_pred = table.shape[0] - 1, table.shape[1] - 1
             tp += len(matched)
             fp += n_pred - len(matched)
             fn += n_true - len(matched)
-            true_area += int((g > 0).sum())
-            predicted_area += int((p > 0).sum())
-            for reason, count in missed_reasons(g, p, matched).items():
+            true_area += int(table[1:].sum())
+            predicted_area += int(table[:, 1:].sum())
+            for reason, count in missed_reasons(table, matched).items():
                 reasons[reason] += count
         # Undefined figures (nothing predicted, nothing to find) are None, not a misleading 0.
         precision = tp / (tp + fp) if tp + fp else None
@@ -246,19 +247,32 @@ def count_matches(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
     >>> count_matches(a, a)
     2
     """
-    return len(matched_truth(truth, predicted))
+    return len(matched_truth(contingency(truth, predicted)))
 
 
-def matched_truth(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> set[int]:
-    """Labels of the ``truth`` objects matched one-to-one at IoU >= 0.5 (see `count_matches`)."""
+def contingency(
+    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Pixels of each truth label (rows) under each predicted label (columns), 0 background
+    included: object sizes, overlaps and coverage all come from this one count.
+
+    >>> contingency(np.array([[1, 1, 0]]), np.array([[0, 1, 1]]))
+    array([[0, 1],
+           [1, 1]])
+    """
     n_true, n_pred = int(truth.max(initial=0)), int(predicted.max(initial=0))
-    if n_true == 0 or n_pred == 0:
-        return set()
-    overlap = _overlaps(truth, predicted, n_true, n_pred)
-    true_size = np.bincount(truth.ravel(), minlength=n_true + 1)
-    pred_size = np.bincount(predicted.ravel(), minlength=n_pred + 1)
-    union = true_size[:, None] + pred_size[None, :] - overlap
-    iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)[1:, 1:]
+    pairs = truth.ravel().astype(np.int64) * (n_pred + 1) + predicted.ravel()
+    table: npt.NDArray[np.int64] = np.bincount(
+        pairs, minlength=(n_true + 1) * (n_pred + 1)
+    ).reshape(n_true + 1, n_pred + 1)
+    return table
+
+
+def matched_truth(table: npt.NDArray[np.int64]) -> set[int]:
+    """Labels of the truth objects matched one-to-one at IoU >= 0.5, greedily best IoU first,
+    from their `contingency` table with the predictions."""
+    union = table.sum(axis=1)[:, None] + table.sum(axis=0)[None, :] - table
+    iou = np.where(union > 0, table / np.maximum(union, 1), 0.0)[1:, 1:]
     candidates = np.argwhere(iou >= MATCH_IOU)
     order = np.argsort(-iou[candidates[:, 0], candidates[:, 1]], kind="stable")
     used_true: set[int] = set()
@@ -273,10 +287,9 @@ def matched_truth(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
 MISSED_REASONS = ("merged", "split", "not_found")
 
 
-def missed_reasons(
-    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], matched: set[int]
-) -> dict[str, int]:
-    """Why the ``truth`` objects outside ``matched`` (their labels) were missed.
+def missed_reasons(table: npt.NDArray[np.int64], matched: set[int]) -> dict[str, int]:
+    """Why the truth objects outside ``matched`` (their labels) were missed, from their
+    `contingency` table with the predictions.
 
     ``merged``: one predicted object covers at least half of it, yet their IoU is under 0.5, so
     that object spills well beyond it (typically over a neighbour as well); ``split``: predicted
@@ -285,41 +298,27 @@ def missed_reasons(
 
     Examples
     --------
-    >>> truth = np.array([[1, 1, 2, 2, 0, 3, 3, 3, 3, 3, 0, 4]])
-    >>> predicted = np.array([[1, 1, 1, 1, 1, 2, 2, 3, 3, 0, 0, 0]])
-    >>> missed_reasons(truth, predicted, matched_truth(truth, predicted))
+    >>> table = contingency(
+    ...     np.array([[1, 1, 2, 2, 0, 3, 3, 3, 3, 3, 0, 4]]),
+    ...     np.array([[1, 1, 1, 1, 1, 2, 2, 3, 3, 0, 0, 0]]),
+    ... )
+    >>> missed_reasons(table, matched_truth(table))
     {'merged': 2, 'split': 1, 'not_found': 1}
     """
-    reasons = dict.fromkeys(MISSED_REASONS, 0)
-    n_true, n_pred = int(truth.max(initial=0)), int(predicted.max(initial=0))
-    if n_true == 0:
-        return reasons
-    size = np.bincount(truth.ravel(), minlength=n_true + 1)[1:]
-    covered = np.bincount(truth[predicted > 0], minlength=n_true + 1)[1:]
-    largest = np.zeros(n_true, dtype=np.int64)
-    if n_pred:
-        largest = _overlaps(truth, predicted, n_true, n_pred)[1:, 1:].max(axis=1)
-    missed = np.ones(n_true, dtype=bool)
+    objects = table[1:]
+    size = objects.sum(axis=1)
+    covered = objects[:, 1:].sum(axis=1)
+    largest = objects[:, 1:].max(axis=1, initial=0)
+    missed = np.ones(len(objects), dtype=bool)
     missed[[t - 1 for t in matched]] = False
     present = missed & (size > 0)
     merged = present & (2 * largest >= size)
     split = present & ~merged & (2 * covered >= size)
-    reasons["merged"] = int(merged.sum())
-    reasons["split"] = int(split.sum())
-    reasons["not_found"] = int((present & ~merged & ~split).sum())
-    return reasons
-
-
-def _overlaps(
-    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], n_true: int, n_pred: int
-) -> npt.NDArray[np.int64]:
-    """Pixels shared by each truth object (rows, 0 = background) and predicted one (columns)."""
-    both = (truth > 0) & (predicted > 0)
-    pairs = truth[both] * (n_pred + 1) + predicted[both]
-    counts: npt.NDArray[np.int64] = np.bincount(
-        pairs, minlength=(n_true + 1) * (n_pred + 1)
-    ).reshape(n_true + 1, n_pred + 1)
-    return counts
+    return {
+        "merged": int(merged.sum()),
+        "split": int(split.sum()),
+        "not_found": int((present & ~merged & ~split).sum()),
+    }
 
 
 def coco_mask_ap(
