@@ -71,6 +71,25 @@ def test_misses_and_false_alarms() -> None:
     assert report["classes"]["lawn"]["f1"] is None
 
 
+def test_without_average_precision_the_counts_are_the_same_and_ap_is_left_out() -> None:
+    scenes = [generate_scene(seed, 96, 0.3) for seed in (3, 4)]
+    truth = [InstanceSet(s.instances, s.classes) for s in scenes]
+    # Every other object missed, so that the counts are not all perfect.
+    predictions = [
+        InstanceSet(
+            np.where(s.instances % 2 == 1, s.instances, 0),
+            s.classes,
+            np.full(len(s.classes), 0.9, np.float32),
+        )
+        for s in scenes
+    ]
+    full = evaluate_instances(truth, predictions, CLASSES)
+    quick = evaluate_instances(truth, predictions, CLASSES, average_precision=False)
+    for name, entry in full["classes"].items():
+        assert quick["classes"][name] == entry | {"ap": None, "ap50": None}
+    assert any(entry["ap50"] is not None for entry in full["classes"].values())
+
+
 def test_one_prediction_covering_two_objects_matches_at_most_one() -> None:
     truth = np.array([[1, 1, 2, 2]])
     # IoU 0.5 with each object: one of them matches, never both.

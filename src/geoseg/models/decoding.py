@@ -160,7 +160,10 @@ def _tile_key(image: torch.Tensor) -> bytes:
 def _mean_f1(model: Detector, spec: ModelSpec, image: LabelledImage, device: torch.device) -> float:
     predicted = predict_image(model, spec, image.image, image.valid, device=device)
     report = evaluate_instances(
-        [InstanceSet(image.instances, image.classes)], [predicted], spec.classes
+        [InstanceSet(image.instances, image.classes)],
+        [predicted],
+        spec.classes,
+        average_precision=False,
     )
     present = {spec.classes[int(k)] for k in np.unique(image.classes)}
     return float(np.mean([report["classes"][name]["f1"] for name in present]))

@@ -168,6 +168,7 @@ def evaluate_instances(
     classes: Mapping[int, str],
     score_threshold: float = 0.5,
     pixel_area_m2: float | None = None,
+    average_precision: bool = True,
 ) -> dict[str, Any]:
     """Per-class AP, AP50, precision, recall, F1 (IoU >= 0.5) and area error.
 
@@ -175,11 +176,15 @@ def evaluate_instances(
     JSON-ready dict: ``{"classes": {name: {...}}, "score_threshold": ..., "images": n}``;
     ``area_error`` is (predicted - true) / true total area, areas in pixels and, with
     ``pixel_area_m2``, in square metres; ``missed`` splits the false negatives by reason (see
-    `missed_reasons`).
+    `missed_reasons`). Without ``average_precision`` the COCO AP and AP50, most of the time
+    taken, are left out (None).
     """
     if len(truth) != len(predictions):
         raise OptionsError(f"{len(truth)} ground-truth images but {len(predictions)} predictions")
-    ap = coco_mask_ap(truth, predictions, classes)
+    if average_precision:
+        ap = coco_mask_ap(truth, predictions, classes)
+    else:
+        ap = {class_id: (None, None) for class_id in classes}
     report: dict[str, Any] = {
         "images": len(truth),
         "score_threshold": score_threshold,
