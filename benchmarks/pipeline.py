@@ -489,12 +489,23 @@ def main() -> None:
                 single["wall_s"] / large["wall_s"],
                 "none",
             )
+            threads_gain = single["wall_s"] / one["wall_s"]
+            detail = f"{args.large}^2: 1 x 1 thread against 1 x {cores} threads"
+            report("one worker's speed-up from its threads", detail, threads_gain, "none")
             ratios = machine_ceiling()
+            ceiling = ratios[len(ratios) // 2]
             detail = (
                 "a CPU-bound loop in 2 processes at once against 1 alone, median of "
                 f"{len(ratios)} (from {ratios[0]:.2f} to {ratios[-1]:.2f})"
             )
-            report("this machine's 2-process ceiling", detail, ratios[len(ratios) // 2], "none")
+            report("this machine's 2-process ceiling", detail, ceiling, "none")
+            # At best two workers take the one-thread run's time down by the machine's ceiling,
+            # while the one-worker run already has what its second thread gives it.
+            detail = (
+                "2 workers / 1 worker if the second worker split the work perfectly: the "
+                "ceiling over one worker's speed-up from its threads"
+            )
+            report("speed-up bound", detail, ceiling / threads_gain, "none")
 
 
 if __name__ == "__main__":
