@@ -13,7 +13,6 @@ from geoseg.models.contract import load_model, package_model
 from geoseg.models.evaluation import (
     InstanceSet,
     contingency,
-    count_matches,
     evaluate_instances,
     format_table,
     matched_truth,
@@ -28,6 +27,10 @@ from tests.oracle_model import write_oracle_model
 CLASSES = {1: "lawn", 2: "bridge", 3: "building"}
 
 pytest.importorskip("pycocotools")
+
+
+def _matches(truth: np.ndarray, predicted: np.ndarray) -> int:
+    return len(matched_truth(contingency(truth, predicted)))
 
 
 def test_predictions_equal_to_truth_score_one() -> None:
@@ -93,9 +96,9 @@ def test_without_average_precision_the_counts_are_the_same_and_ap_is_left_out() 
 def test_one_prediction_covering_two_objects_matches_at_most_one() -> None:
     truth = np.array([[1, 1, 2, 2]])
     # IoU 0.5 with each object: one of them matches, never both.
-    assert count_matches(truth, np.array([[1, 1, 1, 1]])) == 1
-    assert count_matches(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 2]])) == 1
-    assert count_matches(truth, np.array([[1, 1, 1, 1, 1, 1]])[:, :4] * 0) == 0
+    assert _matches(truth, np.array([[1, 1, 1, 1]])) == 1
+    assert _matches(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 2]])) == 1
+    assert _matches(truth, np.array([[1, 1, 1, 1, 1, 1]])[:, :4] * 0) == 0
 
 
 def test_predict_image_tiles_and_keeps_each_object_once(tmp_path: Path) -> None:
@@ -116,7 +119,7 @@ def test_predict_image_tiles_and_keeps_each_object_once(tmp_path: Path) -> None:
         truth[r : r + 20, c : c + 20] = index
     predicted = predict_image(model, spec, image)
     assert len(predicted.classes) == 4
-    assert count_matches(truth.astype(np.int64), predicted.labels.astype(np.int64)) == 4
+    assert _matches(truth.astype(np.int64), predicted.labels.astype(np.int64)) == 4
 
 
 def test_an_image_finer_than_the_model_is_predicted_at_the_model_resolution(

@@ -243,18 +243,6 @@ def _select(labels: npt.NDArray[Any], keep: npt.NDArray[np.bool_]) -> npt.NDArra
     return selected
 
 
-def count_matches(truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> int:
-    """Pairs matched one-to-one at IoU >= 0.5 between two label maps (greedy, best IoU first).
-
-    Examples
-    --------
-    >>> a = np.array([[1, 1, 0, 2]])
-    >>> count_matches(a, a)
-    2
-    """
-    return len(matched_truth(contingency(truth, predicted)))
-
-
 def contingency(
     truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
@@ -275,7 +263,12 @@ def contingency(
 
 def matched_truth(table: npt.NDArray[np.int64]) -> set[int]:
     """Labels of the truth objects matched one-to-one at IoU >= 0.5, greedily best IoU first,
-    from their `contingency` table with the predictions."""
+    from their `contingency` table with the predictions.
+
+    >>> a = np.array([[1, 1, 0, 2]])
+    >>> matched_truth(contingency(a, a))
+    {1, 2}
+    """
     union = table.sum(axis=1)[:, None] + table.sum(axis=0)[None, :] - table
     iou = np.where(union > 0, table / np.maximum(union, 1), 0.0)[1:, 1:]
     candidates = np.argwhere(iou >= MATCH_IOU)
