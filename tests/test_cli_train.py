@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ from affine import Affine
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
+from geoseg.cli.train import _freeze_batchnorm
 from geoseg.models.contract import read_model_spec
+from geoseg.models.training import TrainingConfig, load_checkpoint, save_weights
+from geoseg.models.unet import UNet
 
 
 @pytest.fixture
@@ -134,6 +138,26 @@ def test_fine_tuning_starts_from_the_shipped_weights(
 
     assert trained.exit_code == 0, trained.output
     assert read_model_spec(model).classes == {1: "lawn", 2: "bridge", 3: "building"}
+    # Fine-tuning freezes the batch norms by default and scores the start on the same images.
+    assert load_checkpoint(model.with_suffix(".ckpt"))["config"]["freeze_batchnorm"] is True
+    assert re.search(
+        r"Validation F1 at IoU 0.5: \d\.\d{3} \(the --init weights, each with its best "
+        r"decoding: \d\.\d{3}\)",
+        trained.output,
+    )
+    files = sorted(path.name for path in tmp_path.iterdir())  # the start's model file is gone
+    assert files == ["labels.geojson", "scene.tif", "tuned.ckpt", "tuned.pt"]
+
+
+def test_a_resumed_run_keeps_its_batchnorm_choice(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.ckpt"
+    config = TrainingConfig(classes={1: "building"}, widths=(8, 16), freeze_batchnorm=True)
+    save_weights(checkpoint, UNet(3, 1, (8, 16)), config)
+
+    assert _freeze_batchnorm(None, None, checkpoint, resume=True) is True
+    assert _freeze_batchnorm(None, None, checkpoint, resume=False) is False
+    assert _freeze_batchnorm(None, Path("init.ckpt"), checkpoint, resume=False) is True
+    assert _freeze_batchnorm(False, Path("init.ckpt"), checkpoint, resume=False) is False
 
 
 def test_conflicting_sources_are_one_line_errors(

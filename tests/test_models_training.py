@@ -23,6 +23,7 @@ from geoseg.models.training import (
     train,
     train_step,
 )
+from geoseg.models.unet import UNet
 
 CLASSES = {1: "lawn", 2: "bridge", 3: "building"}
 
@@ -113,6 +114,27 @@ def test_loss_ignores_unlabelled_channels() -> None:
     base = segmentation_loss(logits, targets, weights)
     logits[:, 1:] = 50.0  # confidently wrong, but where nothing is labelled
     assert torch.equal(segmentation_loss(logits, targets, weights), base)
+
+
+def test_frozen_batchnorm_keeps_the_initial_norms_while_the_convolutions_train() -> None:
+    source = TrainingSource((_image(),), (3,))
+
+    def trained(freeze: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        initial = UNet(3, 3, (8, 16))
+        before = {name: tensor.clone() for name, tensor in initial.state_dict().items()}
+        net, _ = train([source], _config(iterations=3, freeze_batchnorm=freeze), initial=initial)
+        return before, net.state_dict()
+
+    before, after = trained(freeze=True)
+    norms = [name for name in before if ".norm." in name and "num_batches" not in name]
+    convolutions = [name for name in before if ".conv." in name]
+    assert norms
+    assert convolutions
+    assert all(torch.equal(after[name], before[name]) for name in norms)
+    assert all(not torch.equal(after[name], before[name]) for name in convolutions)
+    before, after = trained(freeze=False)
+    assert all(not torch.equal(after[name], before[name]) for name in norms)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from functools import partial
 from pathlib import Path
 
 import click
@@ -35,6 +37,13 @@ DEFAULT_CLASSES = "lawn,bridge,building"
     "init_checkpoint",
     type=click.Path(path_type=Path),
     help="Fine-tune from this checkpoint ('default': the shipped model's weights).",
+)
+@click.option(
+    "--freeze-batchnorm/--train-batchnorm",
+    default=None,
+    help="Keep the batch norms of the --init weights as they are, or train them with the rest "
+    "[default: frozen with --init, which small batches' statistics would unsettle; trained "
+    "otherwise; a resumed run keeps its own].",
 )
 @click.option(
     "--checkpoint",
@@ -87,6 +96,7 @@ def train_command(
     synthetic: int,
     classes: str,
     init_checkpoint: Path | None,
+    freeze_batchnorm: bool | None,
     checkpoint: Path | None,
     resume: bool,
     iterations: int,
@@ -133,6 +143,7 @@ def train_command(
 
     if resume and init_checkpoint is not None:
         raise OptionsError("--resume conflicts with --init: a resumed run has its own weights")
+    checkpoint = checkpoint or output.with_suffix(".ckpt")
     names = [n.strip() for n in classes.split(",") if n.strip()]
     model_classes = dict(enumerate(names, start=1))
     if threads is not None:
@@ -180,13 +191,13 @@ def train_command(
         learning_rate=learning_rate,
         seed=seed,
         precision=precision,
+        freeze_batchnorm=_freeze_batchnorm(freeze_batchnorm, init_checkpoint, checkpoint, resume),
     )
     rng = np.random.default_rng([seed, 2**31 - 1])
     validation = [make_batch(list(held_out.values()), config, rng, augment=False) for _ in range(2)]
     if init_checkpoint is not None and str(init_checkpoint) == "default":
         init_checkpoint = default_weights_path()
     initial = network_from_checkpoint(load_checkpoint(init_checkpoint)) if init_checkpoint else None
-    checkpoint = checkpoint or output.with_suffix(".ckpt")
     with training_progress(iterations) as report:
         net, result = train(
             sources,
@@ -203,17 +214,17 @@ def train_command(
         f"Trained {result.iterations} iterations in {result.seconds / 60:.1f} min "
         f"(loss {result.loss:.3f}, validation {result.validation_loss or float('nan'):.3f})"
     )
-    spec, decoding, _ = package_tuned(
-        net,
-        output,
-        {group: list(source.images) for group, source in held_out.items()},
-        threads or torch.get_num_threads(),
-        torch_device,
+    tuned = partial(
+        package_tuned,
+        validation={group: list(source.images) for group, source in held_out.items()},
+        threads=threads or torch.get_num_threads(),
+        device=torch_device,
         classes=model_classes,
         mean=MEAN,
         std=STD,
         gsd_m=gsd,
     )
+    spec, decoding, scores = tuned(net, output)
     chosen = (
         f"seed threshold {decoding['seed_threshold']}, seed erosion "
         f"{decoding['seed_erosion_px']:.0f} px, chosen on the validation images"
@@ -221,3 +232,31 @@ def train_command(
         else "the default decoding (no labelled object to choose one on)"
     )
     say(f"Wrote {spec.path} with {chosen}; checkpoint {checkpoint}")
+    if not scores:
+        return
+    line = f"Validation F1 at IoU 0.5: {_best_f1(scores):.3f}"
+    if init_checkpoint is not None:
+        start = network_from_checkpoint(load_checkpoint(init_checkpoint))
+        with tempfile.TemporaryDirectory(dir=output.parent) as folder:
+            _, _, start_scores = tuned(start, Path(folder) / "start.pt")
+        line += f" (the --init weights, each with its best decoding: {_best_f1(start_scores):.3f})"
+    say(line)
+
+
+def _freeze_batchnorm(
+    chosen: bool | None, init_checkpoint: Path | None, checkpoint: Path, resume: bool
+) -> bool:
+    """``--freeze-batchnorm`` as given; by default what the resumed run did, else whether the
+    run fine-tunes."""
+    if chosen is not None:
+        return chosen
+    if resume and checkpoint.is_file():
+        from geoseg.models.training import load_checkpoint
+
+        return bool(load_checkpoint(checkpoint)["config"].get("freeze_batchnorm", False))
+    return init_checkpoint is not None
+
+
+def _best_f1(scores: list[dict[str, float]]) -> float:
+    """The validation F1 of the best decoding tried (see `tune_decoding`)."""
+    return max(row["mean"] for row in scores)

@@ -35,7 +35,7 @@ from geoseg.models.augment import (
 from geoseg.models.datasets import LabelledImage
 from geoseg.models.precision import TRAINING_PRECISIONS, training_precision
 from geoseg.models.targets import instance_targets
-from geoseg.models.unet import DEFAULT_WIDTHS, UNet
+from geoseg.models.unet import DEFAULT_WIDTHS, UNet, hold_batchnorm
 
 MEAN = (0.45, 0.44, 0.39)
 """Per-band mean of 0..1 RGB used to standardise inputs (recorded in the model file)."""
@@ -72,7 +72,10 @@ class TrainingConfig:
     ``iterations`` is the length of the learning-rate schedule; ``max_minutes`` (optional, counted
     from the start or the resumption of a run) ends the run earlier and shortens the schedule to
     what fits, re-measured every 25 steps. ``boundary_px`` and ``contact_px`` are the widths of
-    the boundary and contact targets (see `instance_targets`).
+    the boundary and contact targets (see `instance_targets`). ``freeze_batchnorm`` keeps every
+    batch norm's statistics, scale and shift as the initial weights have them (see
+    `hold_batchnorm`): for fine-tuning with small batches, whose own statistics are too noisy to
+    replace those learnt from larger ones.
     """
 
     classes: dict[int, str]
@@ -90,6 +93,7 @@ class TrainingConfig:
     validate_every: int = 100
     checkpoint_every: int = 100
     widths: tuple[int, ...] = DEFAULT_WIDTHS
+    freeze_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if sorted(self.classes) != list(range(1, len(self.classes) + 1)):
@@ -292,6 +296,8 @@ def train_step(
 ) -> float:
     """One optimiser step on ``batch``; returns the loss."""
     net.train()
+    if config.freeze_batchnorm:
+        hold_batchnorm(net)
     batch = batch.to(device)
     images = batch.network_input().contiguous(memory_format=torch.channels_last)
     with _autocast(config, device):

@@ -121,6 +121,17 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def hold_batchnorm(net: nn.Module) -> None:
+    """Keep every batch norm of ``net`` as it is while the rest trains: each normalises with its
+    running statistics, not the batch's, and leaves them, its scale and its shift unchanged
+    (no gradient). Call it after ``net.train()``, which puts them back in training mode."""
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
+
 def fuse_batchnorm(net: UNet) -> UNet:
     """A copy of ``net`` in eval mode with every batch norm folded into its convolution.
 
