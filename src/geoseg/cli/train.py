@@ -251,9 +251,9 @@ def _freeze_batchnorm(
     if chosen is not None:
         return chosen
     if resume and checkpoint.is_file():
-        from geoseg.models.training import load_checkpoint
+        from geoseg.models.training import config_from_checkpoint, load_checkpoint
 
-        return bool(load_checkpoint(checkpoint)["config"].get("freeze_batchnorm", False))
+        return config_from_checkpoint(load_checkpoint(checkpoint)).freeze_batchnorm
     return init_checkpoint is not None
 
 
