@@ -95,6 +95,7 @@ def test_train_chips_evaluate(labelled_raster: tuple[Path, Path], tmp_path: Path
     )
     assert trained.exit_code == 0, trained.output
     assert "chosen on the validation images" in trained.output
+    assert "--classes leaves classes out" in trained.stderr
     spec = read_model_spec(model)
     assert spec.classes == {1: "lawn", 2: "bridge", 3: "building"}
     assert (spec.tile_size, spec.overlap, spec.bands) == (512, 64, (1, 2, 3))
@@ -138,6 +139,9 @@ def test_fine_tuning_starts_from_the_shipped_weights(
 
     assert trained.exit_code == 0, trained.output
     assert read_model_spec(model).classes == {1: "lawn", 2: "bridge", 3: "building"}
+    # Buildings alone: the run says that the shipped model's lawns and bridges will be forgotten.
+    assert trained.stderr.count("Warning: nothing in this run labels lawn, bridge") == 1
+    assert "a fine-tuned model forgets them" in trained.stderr
     # Fine-tuning freezes the batch norms by default and scores the start on the same images.
     assert load_checkpoint(model.with_suffix(".ckpt"))["config"]["freeze_batchnorm"] is True
     assert re.search(

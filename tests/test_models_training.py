@@ -22,6 +22,7 @@ from geoseg.models.training import (
     standardise,
     train,
     train_step,
+    unlabelled_classes,
 )
 from geoseg.models.unet import UNet
 
@@ -104,6 +105,14 @@ def test_wider_target_widths_thicken_boundaries_and_contacts() -> None:
 def test_target_widths_must_be_positive(name: str) -> None:
     with pytest.raises(OptionsError, match=name):
         _config(**{name: 0})
+
+
+def test_classes_no_source_labels_are_named() -> None:
+    buildings = TrainingSource((_image(),), (3,))
+    scenes = TrainingSource((_image(),), (1, 2, 3))
+
+    assert unlabelled_classes([buildings], CLASSES) == {1: "lawn", 2: "bridge"}
+    assert unlabelled_classes([buildings, scenes], CLASSES) == {}
 
 
 def test_loss_ignores_unlabelled_channels() -> None:

@@ -138,6 +138,7 @@ def train_command(
         network_from_checkpoint,
         split_validation,
         train,
+        unlabelled_classes,
     )
     from geoseg.tasks.inference import configure_torch_threads
 
@@ -182,6 +183,15 @@ def train_command(
         )
         sources.append(TrainingSource(tuple(train_scenes), synthetic_classes))
         held_out["synthetic"] = TrainingSource(tuple(held_scenes), synthetic_classes)
+    unlabelled = unlabelled_classes(sources, model_classes)
+    if unlabelled:
+        remedy = "" if init_checkpoint or resume else ", and --classes leaves classes out"
+        click.echo(
+            f"Warning: nothing in this run labels {', '.join(unlabelled.values())}, so the model "
+            f"will not find them (a fine-tuned model forgets them); --synthetic N labels lawns, "
+            f"bridges and buildings{remedy}",
+            err=True,
+        )
     config = TrainingConfig(
         classes=model_classes,
         tile_px=tile_size,
