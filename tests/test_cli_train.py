@@ -186,3 +186,44 @@ def test_conflicting_sources_are_one_line_errors(
     nothing = CliRunner().invoke(cli, ["train", str(tmp_path / "m.pt")])
     assert nothing.exit_code == 2
     assert "nothing to train on" in nothing.output
+
+
+def test_absent_classes_are_taught_from_the_labelled_imagery(
+    labelled_raster: tuple[Path, Path], tmp_path: Path
+) -> None:
+    raster, labels = labelled_raster
+    args = ["train", str(tmp_path / "m.pt"), "--raster", str(raster), "--labels", str(labels)]
+    args += ["--class-column", "kind", "--absent", "bridge", "--iterations", "1"]
+    args += ["--batch-size", "1", "--tile-size", "32", "--threads", "1", "--val-fraction", "0.25"]
+
+    trained = CliRunner().invoke(cli, args)
+
+    assert trained.exit_code == 0, trained.output
+    assert "Warning: nothing in this run labels lawn, so" in trained.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--absent", "tree"], "--absent tree: not a class of the model (lawn, bridge, building)"),
+        (["--absent", "building"], "--absent building: the labels hold 2 objects of that class"),
+    ],
+)
+def test_absent_classes_are_checked_against_the_labels(
+    labelled_raster: tuple[Path, Path], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    raster, labels = labelled_raster
+    args = ["train", str(tmp_path / "m.pt"), "--raster", str(raster), "--labels", str(labels)]
+    result = CliRunner().invoke(cli, [*args, "--class-column", "kind", *extra])
+
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_absent_needs_labelled_imagery(tmp_path: Path) -> None:
+    args = ["train", str(tmp_path / "m.pt"), "--synthetic", "2", "--absent", "bridge"]
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 2
+    assert "--absent needs labelled imagery" in result.output

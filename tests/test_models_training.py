@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn.functional import binary_cross_entropy_with_logits as cross_entropy
 
 from geoseg.errors import ModelError, OptionsError
 from geoseg.models.datasets import LabelledImage
@@ -123,6 +124,21 @@ def test_loss_ignores_unlabelled_channels() -> None:
     base = segmentation_loss(logits, targets, weights)
     logits[:, 1:] = 50.0  # confidently wrong, but where nothing is labelled
     assert torch.equal(segmentation_loss(logits, targets, weights), base)
+
+
+def test_dice_leaves_out_channels_with_no_object_in_the_batch() -> None:
+    logits = torch.full((2, 3, 4, 4), -2.0)
+    targets = torch.zeros(2, 3, 4, 4)
+    weights = torch.ones(2, 3, 4, 4)
+    expected = cross_entropy(logits, targets)
+    assert torch.allclose(segmentation_loss(logits, targets, weights), expected)
+
+    targets[0, 0, :2] = 1.0
+    probabilities = torch.sigmoid(logits[:, 0])
+    overlap = (probabilities * targets[:, 0]).sum()
+    dice = 1 - (2 * overlap + 1) / (probabilities.sum() + targets[:, 0].sum() + 1)
+    expected = cross_entropy(logits, targets) + dice
+    assert torch.allclose(segmentation_loss(logits, targets, weights), expected)
 
 
 def test_frozen_batchnorm_keeps_the_initial_norms_while_the_convolutions_train() -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from geoseg.cli.console import say, training_progress
 from geoseg.cli.options import coco_options, label_class_options
+
+if TYPE_CHECKING:
+    from geoseg.models.datasets import LabelledImage
 
 DEFAULT_CLASSES = "lawn,bridge,building"
 
@@ -31,6 +35,13 @@ DEFAULT_CLASSES = "lawn,bridge,building"
 )
 @click.option(
     "--classes", default=DEFAULT_CLASSES, show_default=True, help="The model's classes, in order."
+)
+@click.option(
+    "--absent",
+    multiple=True,
+    metavar="CLASS",
+    help="A class of the model the labelled imagery has none of (repeatable): its pixels then "
+    "teach the model what is not one, e.g. --absent bridge for a tile without bridges.",
 )
 @click.option(
     "--init",
@@ -95,6 +106,7 @@ def train_command(
     class_name: str,
     synthetic: int,
     classes: str,
+    absent: tuple[str, ...],
     init_checkpoint: Path | None,
     freeze_batchnorm: bool | None,
     checkpoint: Path | None,
@@ -155,6 +167,8 @@ def train_command(
         raise OptionsError(
             "nothing to train on: pass --coco, --raster with --labels, or --synthetic N"
         )
+    if absent and not has_labels:
+        raise OptionsError("--absent needs labelled imagery: pass --coco or --raster with --labels")
     sources: list[TrainingSource] = []
     held_out: dict[str, TrainingSource] = {}
     if has_labels:
@@ -170,7 +184,8 @@ def train_command(
         if gsd is None and images and all(im.gsd_m for im in images):
             gsd = float(np.median([im.gsd_m for im in images]))
         train_images, held = split_validation(images, val_fraction)
-        labelled = tuple(sorted({int(c) for im in images for c in im.classes}))
+        present = {int(c) for im in images for c in im.classes}
+        labelled = tuple(sorted(present | _absent_ids(absent, model_classes, images)))
         sources.append(TrainingSource(tuple(train_images), labelled, weight=3.0))
         held_out["labelled"] = TrainingSource(tuple(held), labelled)
     if synthetic > 0:
@@ -185,11 +200,11 @@ def train_command(
         held_out["synthetic"] = TrainingSource(tuple(held_scenes), synthetic_classes)
     unlabelled = unlabelled_classes(sources, model_classes)
     if unlabelled:
-        remedy = "" if init_checkpoint or resume else ", and --classes leaves classes out"
+        remedy = "" if init_checkpoint or resume else "; --classes leaves classes out"
         click.echo(
             f"Warning: nothing in this run labels {', '.join(unlabelled.values())}, so the model "
             f"will not find them (a fine-tuned model forgets them); --synthetic N labels lawns, "
-            f"bridges and buildings{remedy}",
+            f"bridges and buildings, --absent CLASS says the labelled imagery has none{remedy}",
             err=True,
         )
     config = TrainingConfig(
@@ -265,6 +280,27 @@ def _freeze_batchnorm(
 
         return config_from_checkpoint(load_checkpoint(checkpoint)).freeze_batchnorm
     return init_checkpoint is not None
+
+
+def _absent_ids(
+    absent: tuple[str, ...], model_classes: dict[int, str], images: list[LabelledImage]
+) -> set[int]:
+    """The class ids of ``--absent``: names of the model's classes no label has."""
+    import numpy as np
+
+    from geoseg.errors import OptionsError
+
+    ids = {name: class_id for class_id, name in model_classes.items()}
+    unknown = [name for name in absent if name not in ids]
+    if unknown:
+        raise OptionsError(
+            f"--absent {unknown[0]}: not a class of the model ({', '.join(model_classes.values())})"
+        )
+    for name in absent:
+        count = sum(int((np.asarray(im.classes) == ids[name]).sum()) for im in images)
+        if count:
+            raise OptionsError(f"--absent {name}: the labels hold {count} objects of that class")
+    return {ids[name] for name in absent}
 
 
 def _best_f1(scores: list[dict[str, float]]) -> float:

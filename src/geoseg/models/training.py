@@ -282,8 +282,11 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """Binary cross-entropy plus soft Dice over the weighted pixels of every channel.
 
-    Dice keeps the thin boundary and contact channels from being drowned by their background;
-    channels with no weighted pixels in the batch are left out of it.
+    Dice keeps the thin boundary and contact channels from being drowned by their background.
+    It counts only the channels with an object pixel in the batch: on a channel with none, Dice
+    is least when the channel is zero everywhere, and a rare class (bridges are in a third of
+    the synthetic crops) was pushed to zero by every batch that happened to lack one, until
+    fine-tuning erased it. Cross-entropy alone keeps such channels low where nothing is.
     """
     logits = logits.float()
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -294,7 +297,7 @@ def segmentation_loss(
     intersection = (probabilities * truth).sum(dims)
     denominator = probabilities.sum(dims) + truth.sum(dims)
     dice = 1.0 - (2.0 * intersection + 1.0) / (denominator + 1.0)
-    counted = weights.sum(dims) > 0
+    counted = truth.sum(dims) > 0
     dice_mean = dice[counted].mean() if bool(counted.any()) else logits.sum() * 0.0
     return bce_mean + dice_mean
 
