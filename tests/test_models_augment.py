@@ -1,11 +1,21 @@
-"""Training crops' colour changes: drawn with the crop, applied batched where the batch is used."""
+"""Training crops: where they are cut, and their colour changes, drawn with the crop and applied
+batched where the batch is used."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from geoseg.models.augment import NO_AUGMENTATION, Augmentation, draw_colour, jitter_colours
+from geoseg.models.augment import (
+    NO_AUGMENTATION,
+    Augmentation,
+    draw_colour,
+    jitter_colours,
+    sample_crop,
+)
+from geoseg.models.datasets import LabelledImage
 
 
 def _images() -> torch.Tensor:
@@ -57,3 +67,31 @@ def test_drawn_changes_stay_within_the_augmentation_limits() -> None:
     offsets = (colours - torch.tensor([1.0, 1.0, 1.0, augmentation.noise, 1.0, 1.0, 1.0])).abs()
     assert bool((offsets <= limits + 1e-6).all())
     assert bool((offsets[:, [0, 1, 2, 4]].amax(dim=0) > limits[[0, 1, 2, 4]] / 2).all())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    height=st.integers(1, 90),
+    width=st.integers(1, 90),
+    size=st.integers(8, 48),
+    zoom=st.floats(1.0, 2.0),
+    data=st.data(),
+)
+def test_a_crop_around_a_pixel_holds_it(
+    height: int, width: int, size: int, zoom: float, data: st.DataObject
+) -> None:
+    row, col = data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))
+    instances = np.zeros((height, width), np.int32)
+    instances[row, col] = 1
+    image = LabelledImage(
+        np.zeros((3, height, width), np.uint8),
+        instances,
+        np.array([2]),
+        np.ones_like(instances, bool),
+    )
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+
+    crop = sample_crop(image, size, rng, Augmentation(zoom=(1.0, zoom)), around=(row, col))
+
+    assert crop.instances.shape == (size, size)
+    assert bool((crop.instances == 1).any())

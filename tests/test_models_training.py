@@ -71,6 +71,29 @@ def test_steps_reduce_the_loss_on_a_fixed_batch() -> None:
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_every_batch_holds_an_object_of_each_labelled_class() -> None:
+    buildings = _image()
+    instances = buildings.instances.copy()
+    instances[58:62, 58:62] = 5
+    one_bridge = LabelledImage(
+        buildings.image, instances, np.array([3, 3, 3, 3, 2]), buildings.valid
+    )
+    sources = [
+        TrainingSource((buildings,), (3,), weight=9.0),
+        TrainingSource((one_bridge,), (2, 3)),
+    ]
+    rng = np.random.default_rng(0)
+
+    for _ in range(20):
+        batch = make_batch(sources, _config(tile_px=16), rng)
+        found = {
+            int(c)
+            for crop, classes in zip(batch.instances.long(), batch.classes, strict=True)
+            for c in classes[crop[crop > 0]]
+        }
+        assert found == {2, 3}
+
+
 def test_targets_are_made_from_the_batch_where_it_is_used() -> None:
     config = _config()
     batch = make_batch([TrainingSource((_image(),), (3,))], config, np.random.default_rng(1))

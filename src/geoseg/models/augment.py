@@ -85,9 +85,10 @@ def sample_crop(
     rng: np.random.Generator,
     augmentation: Augmentation,
     scale: float = 1.0 / 255.0,
+    around: tuple[int, int] | None = None,
 ) -> Crop:
     """A random ``size`` x ``size`` crop of ``source``, augmented (its colour changes drawn, not
-    applied: see `jitter_colours`).
+    applied: see `jitter_colours`); with ``around`` (row, column), one holding that pixel.
 
     Where the zoomed crop reaches past the image, it is padded with invalid pixels.
     """
@@ -95,8 +96,9 @@ def sample_crop(
     zoom = math.exp(rng.uniform(math.log(low), math.log(high)))
     extent = max(round(size / zoom), 1)
     height, width = source.instances.shape
-    row = int(rng.integers(0, max(height - extent, 0) + 1))
-    col = int(rng.integers(0, max(width - extent, 0) + 1))
+    pixel = around or (None, None)
+    row = _window_start(height, extent, pixel[0], rng)
+    col = _window_start(width, extent, pixel[1], rng)
     window = (slice(row, row + extent), slice(col, col + extent))
     image = torch.from_numpy(np.ascontiguousarray(source.image[(slice(None), *window)])).float()
     instances = torch.from_numpy(source.instances[window].astype(np.int64))
@@ -129,6 +131,15 @@ def sample_crop(
     classes = torch.cat([torch.zeros(1, dtype=torch.int64), torch.from_numpy(source.classes)])
     colour = draw_colour(rng, augmentation, image.shape[0])
     return Crop(image.contiguous(), instances.contiguous(), classes, valid.contiguous(), colour)
+
+
+def _window_start(length: int, extent: int, inside: int | None, rng: np.random.Generator) -> int:
+    """A random start of a window of ``extent`` along an axis of ``length``, holding ``inside``
+    when given."""
+    last = max(length - extent, 0)
+    if inside is None:
+        return int(rng.integers(0, last + 1))
+    return int(rng.integers(max(inside - extent + 1, 0), min(inside, last) + 1))
 
 
 def draw_colour(rng: np.random.Generator, augmentation: Augmentation, bands: int) -> torch.Tensor:

@@ -2,11 +2,12 @@
 
 The loop draws every batch from a random generator seeded with ``(seed, iteration)``, so a run
 is reproducible and a resumed run continues exactly where the checkpoint left it. Sources are
-mixed by weight, and each source says which classes its labels are complete for: a source of
-buildings only teaches nothing about lawns (the lawn channels are masked out of its loss), so
-real buildings mixed with synthetic scenes keep what synthetic pre-training taught about lawns
-and bridges. Masking alone does not keep it: the layers the classes share still change, and
-fine-tuning on buildings alone forgets lawns and bridges (see `unlabelled_classes`).
+mixed by weight, every batch holds an object of each labelled class (see `make_batch`), and
+each source says which classes its labels are complete for: a source of buildings only teaches
+nothing about lawns (the lawn channels are masked out of its loss), so real buildings mixed
+with synthetic scenes keep what synthetic pre-training taught about lawns and bridges. Masking
+alone does not keep it: the layers the classes share still change, and fine-tuning on
+buildings alone forgets lawns and bridges (see `unlabelled_classes`).
 
 Checkpoints hold only tensors and plain values and are read with
 ``torch.load(weights_only=True)``: a checkpoint can never run code.
@@ -216,15 +217,24 @@ def make_batch(
     augment: bool = True,
 ) -> Batch:
     """Draw ``config.batch_size`` crops from ``sources`` (their targets are made later, see
-    `Batch.targets`)."""
+    `Batch.targets`).
+
+    The first crops hold an object of each class that a source labels and has objects of, one
+    class each, so every batch teaches every class: in 8 random crops a rare class is often
+    missing (bridges from half the batches), and fine-tuning then forgot it or marked roofs as
+    one. The others are drawn from the sources by weight, as nnU-Net fills its batches.
+    """
+    draws = [_object_draw(sources, c, rng) for c in _object_classes(sources)][: config.batch_size]
     weights = np.array([s.weight for s in sources], dtype=np.float64)
-    crops, masks = [], []
-    for _ in range(config.batch_size):
+    while len(draws) < config.batch_size:
         source = sources[int(rng.choice(len(sources), p=weights / weights.sum()))]
         sizes = np.array([im.instances.size for im in source.images], dtype=np.float64)
         image = source.images[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+        draws.append((source, image, None))
+    crops, masks = [], []
+    for source, image, around in draws:
         augmentation = source.augmentation if augment else NO_AUGMENTATION
-        crops.append(sample_crop(image, config.tile_px, rng, augmentation))
+        crops.append(sample_crop(image, config.tile_px, rng, augmentation, around=around))
         labelled = torch.zeros(3 * len(config.classes), dtype=torch.bool)
         for class_id in source.labelled_classes:
             labelled[3 * (class_id - 1) : 3 * class_id] = True
@@ -234,6 +244,36 @@ def make_batch(
     labelled = torch.stack(masks)
     seed = int(rng.integers(0, 2**31))
     return Batch(pixels, instances.to(torch.int32), classes, valid, labelled, colour, seed)
+
+
+def _object_classes(sources: Sequence[TrainingSource]) -> list[int]:
+    """The classes, in id order, that some source labels and has objects of."""
+    return sorted(
+        {int(c) for s in sources for im in s.images for c in im.classes}
+        & {c for s in sources for c in s.labelled_classes}
+    )
+
+
+def _object_draw(
+    sources: Sequence[TrainingSource], class_id: int, rng: np.random.Generator
+) -> tuple[TrainingSource, LabelledImage, tuple[int, int] | None]:
+    """A source labelling ``class_id`` (by weight), one of its images (by its objects of the
+    class) and a pixel of one of those objects; no pixel when that object has none."""
+    counts = [
+        np.array([np.count_nonzero(im.classes == class_id) for im in s.images], dtype=np.float64)
+        * (class_id in s.labelled_classes)
+        for s in sources
+    ]
+    weights = np.array([s.weight * bool(c.any()) for s, c in zip(sources, counts, strict=True)])
+    index = int(rng.choice(len(sources), p=weights / weights.sum()))
+    source, count = sources[index], counts[index]
+    image = source.images[int(rng.choice(len(count), p=count / count.sum()))]
+    instance = int(rng.choice(np.flatnonzero(image.classes == class_id))) + 1
+    rows, cols = np.nonzero(image.instances == instance)
+    if not len(rows):
+        return source, image, None
+    pick = int(rng.integers(len(rows)))
+    return source, image, (int(rows[pick]), int(cols[pick]))
 
 
 class _IterationBatches(torch.utils.data.Dataset[Batch]):
