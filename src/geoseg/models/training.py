@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
 
@@ -66,6 +68,15 @@ class TrainingSource:
             raise OptionsError("a training source needs at least one image")
         if self.weight <= 0:
             raise OptionsError(f"source weight must be positive, got {self.weight}")
+
+    @cached_property
+    def object_counts(self) -> dict[int, npt.NDArray[np.float64]]:
+        """Objects of each labelled class in each image, for `make_batch` to draw crops around."""
+        classes = [im.classes for im in self.images]
+        return {
+            class_id: np.array([np.count_nonzero(c == class_id) for c in classes], np.float64)
+            for class_id in self.labelled_classes
+        }
 
 
 @dataclass(frozen=True)
@@ -248,10 +259,7 @@ def make_batch(
 
 def _object_classes(sources: Sequence[TrainingSource]) -> list[int]:
     """The classes, in id order, that some source labels and has objects of."""
-    return sorted(
-        {int(c) for s in sources for im in s.images for c in im.classes}
-        & {c for s in sources for c in s.labelled_classes}
-    )
+    return sorted({c for s in sources for c, n in s.object_counts.items() if n.any()})
 
 
 def _object_draw(
@@ -259,11 +267,7 @@ def _object_draw(
 ) -> tuple[TrainingSource, LabelledImage, tuple[int, int] | None]:
     """A source labelling ``class_id`` (by weight), one of its images (by its objects of the
     class) and a pixel of one of those objects; no pixel when that object has none."""
-    counts = [
-        np.array([np.count_nonzero(im.classes == class_id) for im in s.images], dtype=np.float64)
-        * (class_id in s.labelled_classes)
-        for s in sources
-    ]
+    counts = [s.object_counts.get(class_id, np.zeros(1)) for s in sources]
     weights = np.array([s.weight * bool(c.any()) for s, c in zip(sources, counts, strict=True)])
     index = int(rng.choice(len(sources), p=weights / weights.sum()))
     source, count = sources[index], counts[index]
