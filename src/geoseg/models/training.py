@@ -38,6 +38,7 @@ from geoseg.models.augment import (
     sample_crop,
 )
 from geoseg.models.datasets import LabelledImage
+from geoseg.models.labelmaps import label_boxes
 from geoseg.models.precision import TRAINING_PRECISIONS, training_precision
 from geoseg.models.targets import instance_targets
 from geoseg.models.unet import DEFAULT_WIDTHS, UNet, hold_batchnorm
@@ -77,6 +78,17 @@ class TrainingSource:
             class_id: np.array([np.count_nonzero(c == class_id) for c in classes], np.float64)
             for class_id in self.labelled_classes
         }
+
+    @cached_property
+    def object_boxes(self) -> list[npt.NDArray[np.int64]]:
+        """Each image's instance boxes (x0, y0, x1, y1; see `label_boxes`): `make_batch` looks
+        for an object's pixels inside its box, not across a whole raster, at every batch."""
+        return [
+            label_boxes(torch.from_numpy(im.instances.astype(np.int64)), len(im.classes))
+            .long()
+            .numpy()
+            for im in self.images
+        ]
 
 
 @dataclass(frozen=True)
@@ -271,13 +283,15 @@ def _object_draw(
     weights = np.array([s.weight * bool(c.any()) for s, c in zip(sources, counts, strict=True)])
     index = int(rng.choice(len(sources), p=weights / weights.sum()))
     source, count = sources[index], counts[index]
-    image = source.images[int(rng.choice(len(count), p=count / count.sum()))]
+    image_index = int(rng.choice(len(count), p=count / count.sum()))
+    image = source.images[image_index]
     instance = int(rng.choice(np.flatnonzero(image.classes == class_id))) + 1
-    rows, cols = np.nonzero(image.instances == instance)
+    x0, y0, x1, y1 = source.object_boxes[image_index][instance - 1]
+    rows, cols = np.nonzero(image.instances[y0:y1, x0:x1] == instance)
     if not len(rows):
         return source, image, None
     pick = int(rng.integers(len(rows)))
-    return source, image, (int(rows[pick]), int(cols[pick]))
+    return source, image, (int(y0 + rows[pick]), int(x0 + cols[pick]))
 
 
 class _IterationBatches(torch.utils.data.Dataset[Batch]):
