@@ -1,11 +1,22 @@
-"""Synthetic scenes: reproducible, and labels that agree with the pixels."""
+"""Synthetic scenes: reproducible, labels that agree with the pixels, objects laid out apart."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import box
 
-from geoseg.models.synthetic import BRIDGE, BUILDING, LAWN, generate_scene, synthetic_images
+from geoseg.models.synthetic import (
+    BRIDGE,
+    BUILDING,
+    LAWN,
+    _Canvas,
+    generate_scene,
+    synthetic_images,
+)
 
 
 def test_same_seed_same_scene_other_seed_other_scene() -> None:
@@ -64,3 +75,34 @@ def test_scenes_painted_in_several_processes_are_the_same_scenes() -> None:
         assert np.array_equal(a.image, b.image)
         assert np.array_equal(a.instances, b.instances)
         assert a.gsd_m == b.gsd_m
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    gap=st.floats(0.0, 20.0),
+    sizes=st.lists(st.floats(2.0, 40.0), min_size=1, max_size=8),
+)
+def test_a_placed_shape_keeps_its_gap_from_what_it_avoids(
+    seed: int, gap: float, sizes: list[float]
+) -> None:
+    canvas = _Canvas(np.random.default_rng(seed), 128, 0.5)
+    canvas.take("road", box(0, 60, 128, 70))
+    canvas.take("lawn", box(10, 10, 40, 40))  # not avoided below: may be overlapped
+    for size in sizes:
+        shape = box(-size / 2, -size / 2, size / 2, size / 2)
+        at = canvas.place(shape, ("road", "building"), gap, margin=0.0)
+        if at is None:
+            continue
+        placed = shapely.affinity.translate(shape, *at)
+        for held in canvas.taken["road"] + canvas.taken.get("building", []):
+            assert placed.distance(held) >= gap
+        canvas.take("building", placed)
+
+
+def test_a_shape_with_no_room_is_left_out() -> None:
+    canvas = _Canvas(np.random.default_rng(0), 64, 0.5)
+    canvas.take("water", box(-40, -40, 104, 104))
+
+    assert canvas.place(box(-2, -2, 2, 2), ("water",), 0.0, margin=4.0) is None
+    assert canvas.place(box(-2, -2, 2, 2), ("road",), 0.0, margin=4.0) is not None

@@ -5,9 +5,13 @@ grass crossed by roads and sometimes a river, then lawns (green textures, mowing
 irregular outlines, some sharing an edge), bridges (long decks across the river or a road, with
 shadows), buildings (tin, tile and concrete roofs, gable shading, L-shapes, terraces of touching
 units, shadows) and distractors: trees whose crowns hide parts of lawns and roofs, cars, bare
-soil and water. Sizes are set in metres, so objects scale with the resolution. The instance
-map holds what is visible from above (a crown over a lawn cuts the lawn). Colours were matched
-by eye to the Kampala (0.15 m), Zurich (0.5 m) and Manila (0.1 m) rasters in ``shared/data``.
+soil and water. Sizes are set in metres, so objects scale with the resolution. Objects are
+laid out as a site plan would have them: buildings stand apart from each other (a terrace's
+units share walls), off roads, water and bridges; lawns lie off roads, water and each other
+(a pair mown in different directions shares an edge). The instance map holds what is visible
+from above (a crown over a lawn or a roof cuts it; a roof cuts the lawn it stands in).
+Colours were matched by eye to the Kampala (0.15 m), Zurich (0.5 m) and Manila (0.1 m)
+rasters in ``shared/data``.
 
 Scenes are reproducible: the same seed and arguments give the same scene.
 """
@@ -39,6 +43,8 @@ GSD_RANGE_M = (0.1, 1.0)
 """Ground resolutions drawn when none is given, metres per pixel (log-uniform)."""
 
 _MIN_VISIBLE_PX = 12
+_PLACEMENT_TRIES = 12
+"""Positions tried for a lawn or a building before it is left out of a crowded scene."""
 
 _ROOFS = np.array(
     [
@@ -104,6 +110,24 @@ class _Canvas:
         self.shadow_length = rng.uniform(0.1, 0.6)
         self._noise: dict[tuple[int, int], npt.NDArray[np.float32]] = {}
         self.rows, self.cols = np.mgrid[0:size, 0:size].astype(np.float32)
+        self.taken: dict[str, list[shapely.Geometry]] = {}
+
+    def take(self, kind: str, shape: shapely.Geometry) -> None:
+        """Record ``shape`` as ground that ``kind`` (road, water, bridge, lawn, building) holds."""
+        self.taken.setdefault(kind, []).append(shape)
+
+    def place(
+        self, shape: shapely.Geometry, avoid: tuple[str, ...], gap: float, margin: float
+    ) -> tuple[float, float] | None:
+        """A random point to move ``shape`` (drawn around the origin) to, where it stays
+        ``gap`` pixels clear of the ground that ``avoid`` kinds hold; None if no try finds one."""
+        held = [taken for kind in avoid for taken in self.taken.get(kind, [])]
+        for _ in range(_PLACEMENT_TRIES):
+            point = self.random_point(margin)
+            moved = shapely.affinity.translate(shape, *point)
+            if not held or not shapely.dwithin(moved, held, gap).any():
+                return point
+        return None
 
     def px(self, metres: float) -> float:
         return metres / self.gsd
@@ -222,6 +246,7 @@ def _paint_roads(canvas: _Canvas) -> list[LineString]:
         )
         width = canvas.px(rng.uniform(3.5, 12))
         surface = line.buffer(width / 2, cap_style="flat")
+        canvas.take("road", surface)
         asphalt = rng.random() < 0.6
         colour = (
             np.full(3, rng.uniform(0.3, 0.5)) + np.array((0.0, 0.0, 0.01))
@@ -255,6 +280,7 @@ def _paint_river(canvas: _Canvas) -> tuple[LineString, float] | None:
     line = LineString(coords)
     width = canvas.px(rng.uniform(12, 60))
     bank = line.buffer(width / 2 + canvas.px(2.5))
+    canvas.take("water", bank)
     canvas.paint(canvas.mask(bank), (0.45, 0.42, 0.33), canvas.noise(2, 2) * 0.1)
     water = rng.choice(
         [(0.16, 0.24, 0.26), (0.27, 0.31, 0.24), (0.35, 0.33, 0.27), (0.2, 0.3, 0.38)]
@@ -280,6 +306,7 @@ def _paint_bridges(
         length = gap + canvas.px(rng.uniform(10, 30))
         width = canvas.px(rng.uniform(4, 16))
         deck = _rectangle(at.x, at.y, length, width, direction)
+        canvas.take("bridge", deck)
         canvas.shadow(deck, rng.uniform(4, 10))
         deck_mask = canvas.mask(deck)
         colour = np.full(3, rng.uniform(0.45, 0.72)) * (1.0, 0.99, 0.96)
@@ -314,18 +341,22 @@ def _paint_lawns(canvas: _Canvas) -> None:
     area_m2 = (canvas.size * canvas.gsd) ** 2
     count = int(rng.poisson(min(max(area_m2 / 1500, 1.0), 8)))
     for _ in range(count):
-        cx, cy = canvas.random_point(margin=canvas.px(5))
         radius = canvas.px(rng.uniform(4, 30))
         if rng.random() < 0.5:
-            shape = _blob(rng, cx, cy, radius, int(rng.integers(5, 12)))
+            shape = _blob(rng, 0.0, 0.0, radius, int(rng.integers(5, 12)))
         else:
             shape = _rectangle(
-                cx, cy, 2 * radius, radius * rng.uniform(0.5, 1.5), rng.uniform(0, 180)
+                0.0, 0.0, 2 * radius, radius * rng.uniform(0.5, 1.5), rng.uniform(0, 180)
             )
             shape = shape.buffer(-radius * 0.1).buffer(radius * 0.1)
+        at = canvas.place(shape, ("road", "water", "lawn"), canvas.px(1.0), canvas.px(5))
+        if at is None:
+            continue
+        shape = shapely.affinity.translate(shape, *at)
+        canvas.take("lawn", shape)
         parts = [shape]
         if rng.random() < 0.35:  # two lawns sharing a border, mown in different directions
-            cut = _rectangle(cx, cy, 4 * radius, 4 * radius, rng.uniform(0, 180))
+            cut = _rectangle(*at, 4 * radius, 4 * radius, rng.uniform(0, 180))
             half = shapely.affinity.translate(cut, *_unit(rng, 2 * radius))
             parts = [shapely.intersection(shape, half), shapely.difference(shape, half)]
         base = np.array((0.30, 0.45, 0.20)) * rng.uniform(0.75, 1.2) + rng.normal(0, 0.025, 3)
@@ -376,17 +407,16 @@ def _paint_buildings(canvas: _Canvas) -> None:
     area_m2 = (canvas.size * canvas.gsd) ** 2
     count = int(rng.poisson(min(max(area_m2 / 400, 1.5), 18)))
     for _ in range(count):
-        cx, cy = canvas.random_point(margin=canvas.px(4))
         length = canvas.px(rng.uniform(5, 28))
         width = min(canvas.px(rng.uniform(4, 14)), length)
         angle = rng.uniform(0, 180)
         height = rng.uniform(3, 12)
-        footprint = _rectangle(cx, cy, length, width, angle)
+        footprint = _rectangle(0.0, 0.0, length, width, angle)  # placed below
         kind = rng.random()
         if kind < 0.25:  # L-shape
             wing_len = width * rng.uniform(1.0, 2.2)
-            wing = _rectangle(cx + length / 2 - width / 2, cy + wing_len / 2, width, wing_len, 0)
-            wing = shapely.affinity.rotate(wing, angle, origin=(cx, cy))
+            wing = _rectangle(length / 2 - width / 2, wing_len / 2, width, wing_len, 0)
+            wing = shapely.affinity.rotate(wing, angle, origin=(0.0, 0.0))
             footprint = shapely.union(footprint, wing)
         units: list[Polygon] = [footprint]
         if kind > 0.75 and length > width * 1.5:  # terrace of touching units
@@ -394,14 +424,22 @@ def _paint_buildings(canvas: _Canvas) -> None:
             step = length / pieces
             units = [
                 _rectangle(
-                    cx + (i - (pieces - 1) / 2) * step * math.cos(math.radians(angle)),
-                    cy + (i - (pieces - 1) / 2) * step * math.sin(math.radians(angle)),
+                    (i - (pieces - 1) / 2) * step * math.cos(math.radians(angle)),
+                    (i - (pieces - 1) / 2) * step * math.sin(math.radians(angle)),
                     step,
                     width,
                     angle,
                 )
                 for i in range(pieces)
             ]
+        gap = canvas.px(rng.uniform(0.5, 4))
+        at = canvas.place(
+            shapely.union_all(units), ("road", "water", "bridge", "building"), gap, canvas.px(4)
+        )
+        if at is None:
+            continue
+        units = [shapely.affinity.translate(unit, *at) for unit in units]
+        canvas.take("building", shapely.union_all(units))
         canvas.shadow(shapely.union_all(units), height)
         base = _ROOFS[rng.integers(len(_ROOFS))]
         for unit in units:
