@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from geoseg.models.contract import load_model
@@ -15,6 +16,7 @@ from geoseg.models.decoding import (
     SEED_EROSIONS_PX,
     SEED_THRESHOLDS,
     ReplayedNetwork,
+    chosen_f1,
     package_tuned,
     tune_decoding,
 )
@@ -49,13 +51,22 @@ def test_the_decoding_is_tuned_over_every_candidate_and_group(tmp_path: Path) ->
 
     pairs = {(row["seed_threshold"], row["seed_erosion_px"]) for row in scores}
     assert pairs == {(t, e) for t in SEED_THRESHOLDS for e in SEED_EROSIONS_PX}
-    best = max(scores, key=lambda row: row["mean"])
-    assert chosen == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
+    labelled = sorted({CLASSES[int(k)] for scene in scenes for k in scene.classes})
+    assert set(chosen) == set(CLASSES.values())
+    for name, pair in chosen.items():  # each class its own best pair; others the best overall
+        key = f"f1 {name}" if name in labelled else "mean"
+        best = max(scores, key=lambda row: row[key])
+        assert pair == {k: best[k] for k in ("seed_threshold", "seed_erosion_px")}
     for row in scores:
-        assert all(0.0 <= row[group] <= 1.0 for group in ("a", "b", "mean"))
+        classes = [row[f"f1 {name}"] for name in labelled]
+        assert all(0.0 <= row[key] <= 1.0 for key in ("a", "b", "mean"))
+        assert row["mean"] == pytest.approx(np.mean(classes), abs=1e-3)
+    assert chosen_f1(scores) == pytest.approx(
+        np.mean([max(row[f"f1 {name}"] for row in scores) for name in labelled])
+    )
     assert rows == scores
     loaded, _ = load_model(model, CPU)  # the same object tuning used: left as packaged
-    assert (loaded.seed_threshold, loaded.seed_erosion_px) == (0.6, 0)
+    assert (loaded.seed_thresholds, loaded.seed_erosions_px) == ([0.6], [0])
 
 
 def test_the_packaged_model_decodes_with_the_chosen_pair(tmp_path: Path) -> None:
@@ -67,10 +78,9 @@ def test_the_packaged_model_decodes_with_the_chosen_pair(tmp_path: Path) -> None
     )
 
     model, loaded = load_model(out, CPU)
-    assert (model.seed_threshold, model.seed_erosion_px) == (
-        chosen["seed_threshold"],
-        chosen["seed_erosion_px"],
-    )
+    names = [CLASSES[k] for k in sorted(CLASSES)]
+    assert model.seed_thresholds == [chosen[name]["seed_threshold"] for name in names]
+    assert model.seed_erosions_px == [chosen[name]["seed_erosion_px"] for name in names]
     assert len(scores) == len(SEED_THRESHOLDS) * len(SEED_EROSIONS_PX)
     assert loaded.sha256 == spec.sha256
 
@@ -92,7 +102,7 @@ def test_without_labelled_objects_the_default_decoding_is_kept(tmp_path: Path) -
 
     model, _ = load_model(out, CPU)
     assert (chosen, scores) == ({}, [])
-    assert (model.seed_threshold, model.seed_erosion_px) == (0.6, 0)
+    assert (model.seed_thresholds, model.seed_erosions_px) == ([0.6], [0])
 
 
 def test_a_replayed_network_decodes_what_it_kept_as_the_model_would(tmp_path: Path) -> None:
@@ -103,7 +113,7 @@ def test_a_replayed_network_decodes_what_it_kept_as_the_model_would(tmp_path: Pa
     decoded = []
 
     for threshold, erosion in ((0.6, 0), (0.9, 4)):
-        model.seed_threshold, model.seed_erosion_px = threshold, erosion
+        model.seed_thresholds, model.seed_erosions_px = [threshold], [erosion]
         for scene in scenes:
             expected = predict_image(model, spec, scene.image, scene.valid, 96, 16, CPU)
             for network in (replayed, nothing_kept):

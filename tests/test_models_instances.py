@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from geoseg.models.instances import decode_instances, grow_seeds, relabel_consecutive
@@ -38,7 +39,7 @@ def test_seed_erosion_cuts_the_neck_through_a_gap_in_the_boundary() -> None:
     # The predicted contact line misses two rows: the two seeds meet through that gap.
     p[2, 9:11, 14:16] = 0.0
     assert decode_instances(p)[1].tolist() == [1]
-    labels, classes, _ = decode_instances(p, seed_erosion_px=2)
+    labels, classes, _ = decode_instances(p, seed_erosions_px=[2])
     assert classes.tolist() == [1, 1]
     assert labels[10, 5].item() != labels[10, 24].item()
     # Eroded seeds grow back: together the two instances still cover the whole body.
@@ -69,7 +70,7 @@ def test_empty_probabilities_give_no_instances() -> None:
 
 def test_decoding_is_scriptable() -> None:
     scripted = torch.jit.script(decode_instances)
-    labels, classes, _ = scripted(_touching_pair(True), 0.5, 0.6, 4, 16, 48, 64)
+    labels, classes, _ = scripted(_touching_pair(True), 0.5, [0.6, 0.7, 0.6], 4, 16, 48, 64, [0])
     assert classes.tolist() == [1, 1]
     assert int(labels.max()) == 2
 
@@ -104,3 +105,17 @@ def test_targets_mark_boundary_and_contact() -> None:
     # Contact is the two columns either side of the shared edge, and only there.
     assert contact[:, 5:7].sum() == 8 * 2
     assert contact[:, :4].sum() == 0
+
+
+def test_each_class_decodes_with_its_own_seed_erosion() -> None:
+    pair = _touching_pair(contact=True)
+    pair[2, 9:11, 14:16] = 0.0  # a gap in the contact line, as above
+    p = torch.zeros(9, 20, 30)
+    p[0:3] = pair[0:3]  # class 1: the pair
+    p[6:9] = pair[0:3]  # class 3: the same pair, on top of it
+
+    # Class 3 (decoded last) keeps the pixels both claim: erosion there decides the count.
+    assert decode_instances(p, seed_erosions_px=[2, 0, 0])[1].tolist() == [3]
+    assert decode_instances(p, seed_erosions_px=[0, 0, 2])[1].tolist() == [3, 3]
+    with pytest.raises(ValueError, match="expected 1 or 3 seed thresholds and erosions, got 2"):
+        decode_instances(p, seed_erosions_px=[0, 2])

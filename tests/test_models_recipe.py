@@ -74,7 +74,6 @@ def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path)
     assert "finetune" not in summary
     model, _ = load_model(tmp_path / "m.pt", torch.device("cpu"))
     chosen = summary["decoding"]["chosen"]  # type: ignore[index]
-    assert (model.seed_threshold, model.seed_erosion_px) == (
-        chosen["seed_threshold"],
-        chosen["seed_erosion_px"],
-    )
+    names = [CLASSES[k] for k in sorted(CLASSES)]
+    assert model.seed_thresholds == [chosen[name]["seed_threshold"] for name in names]
+    assert model.seed_erosions_px == [chosen[name]["seed_erosion_px"] for name in names]

@@ -135,7 +135,7 @@ def train_command(
     from geoseg.errors import OptionsError
     from geoseg.models.contract import select_device
     from geoseg.models.datasets import keep_model_classes
-    from geoseg.models.decoding import package_tuned
+    from geoseg.models.decoding import chosen_f1, package_tuned
     from geoseg.models.labels import load_labelled
     from geoseg.models.shipped import default_weights_path
     from geoseg.models.synthetic import CLASSES as SYNTHETIC_CLASSES
@@ -251,20 +251,24 @@ def train_command(
     )
     spec, decoding, scores = tuned(net, output)
     chosen = (
-        f"seed threshold {decoding['seed_threshold']}, seed erosion "
-        f"{decoding['seed_erosion_px']:.0f} px, chosen on the validation images"
+        "seed threshold and erosion "
+        + ", ".join(
+            f"{name} {pair['seed_threshold']} and {pair['seed_erosion_px']:.0f} px"
+            for name, pair in decoding.items()
+        )
+        + ", chosen on the validation images"
         if decoding
         else "the default decoding (no labelled object to choose one on)"
     )
     say(f"Wrote {spec.path} with {chosen}; checkpoint {checkpoint}")
     if not scores:
         return
-    line = f"Validation F1 at IoU 0.5: {_best_f1(scores):.3f}"
+    line = f"Validation F1 at IoU 0.5: {chosen_f1(scores):.3f}"
     if init_checkpoint is not None:
         start = network_from_checkpoint(load_checkpoint(init_checkpoint))
         with tempfile.TemporaryDirectory(dir=output.parent) as folder:
             _, _, start_scores = tuned(start, Path(folder) / "start.pt")
-        line += f" (the --init weights, each with its best decoding: {_best_f1(start_scores):.3f})"
+        line += f" (the --init weights, each with its best decoding: {chosen_f1(start_scores):.3f})"
     say(line)
 
 
@@ -301,8 +305,3 @@ def _absent_ids(
         if count:
             raise OptionsError(f"--absent {name}: the labels hold {count} objects of that class")
     return {ids[name] for name in absent}
-
-
-def _best_f1(scores: list[dict[str, float]]) -> float:
-    """The validation F1 of the best decoding tried (see `tune_decoding`)."""
-    return max(row["mean"] for row in scores)

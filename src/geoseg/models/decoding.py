@@ -2,9 +2,9 @@
 
 The seeded watershed that turns probabilities into instances (`geoseg.models.instances`) has two
 parameters that decide how touching objects are cut apart: the seed threshold and the seed
-erosion. Their best values depend on the network and the imagery, and they matter as much as
-training (seed erosion took the shipped model's building F1 on held-out Kampala from 0.28 to
-0.53), so every trained model has them chosen on its own validation images.
+erosion. Their best values depend on the network, the imagery and the class, and they matter
+as much as training (seed erosion took the shipped model's building F1 on held-out Kampala from
+0.28 to 0.53), so every trained model has them chosen per class on its own validation images.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from geoseg.tasks.inference import Detector
 
 SEED_THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
 SEED_EROSIONS_PX = (0, 2, 4)
-"""Decoding seed thresholds and seed erosions tried on the validation images; the best pair is
-packaged in the model file."""
+"""Decoding seed thresholds and seed erosions tried on the validation images; each class's best
+pair is packaged in the model file."""
 TUNING_CACHE_BYTES = 2 * 1024**3
 """Network output kept per validation image while the decodings are tried on it."""
 
@@ -41,13 +41,14 @@ def package_tuned(
     device: torch.device,
     report: Callable[[dict[str, float]], None] | None = None,
     **options: Any,
-) -> tuple[ModelSpec, dict[str, float], list[dict[str, float]]]:
+) -> tuple[ModelSpec, dict[str, dict[str, float]], list[dict[str, float]]]:
     """Write ``net`` as a model file at ``out`` (``options`` as `package_segmenter` takes them)
-    with the decoding that scores best on ``validation`` (see `tune_decoding`, which passes each
-    pair's scores to ``report``).
+    with the decoding of each class that scores best on ``validation`` (see `tune_decoding`,
+    which passes each pair's scores to ``report``).
 
-    Returns the file's spec, the chosen decoding and the scores of every pair tried. Groups with
-    no labelled object are left out; with none left, the file keeps the default decoding.
+    Returns the file's spec, the chosen decoding per class name and the scores of every pair
+    tried. Groups with no labelled object are left out; with none left, the file keeps the
+    default decoding.
     """
     package = partial(package_segmenter, net, out, **options)
     spec = package()
@@ -57,9 +58,10 @@ def package_tuned(
     if not groups:
         return spec, {}, []
     decoding, scores = tune_decoding(out, groups, threads, device, report)
+    names = [spec.classes[class_id] for class_id in sorted(spec.classes)]
     spec = package(
-        seed_threshold=decoding["seed_threshold"],
-        seed_erosion_px=int(decoding["seed_erosion_px"]),
+        seed_thresholds=[decoding[name]["seed_threshold"] for name in names],
+        seed_erosions_px=[int(decoding[name]["seed_erosion_px"]) for name in names],
     )
     return spec, decoding, scores
 
@@ -70,17 +72,20 @@ def tune_decoding(
     threads: int,
     device: torch.device,
     report: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """The decoding's seed threshold and seed erosion that score best on the validation images;
-    and the scores of every pair tried.
+) -> tuple[dict[str, dict[str, float]], list[dict[str, float]]]:
+    """The decoding's seed threshold and seed erosion that score best on the validation images,
+    for each class of the model; and the scores of every pair tried.
 
-    Images are read as they are, not resampled to the model's resolution: held-out parts of
-    the training data, at the resolutions the network was trained at. An image with objects
-    scores the mean F1 at IoU 0.5 over their classes; a group of images (real, synthetic) their
-    mean; a pair the mean over groups. The network runs once per image (`ReplayedNetwork`);
-    only the decoding runs once per pair.
-    Higher thresholds and wider erosions split touching objects apart, lower ones keep thin
-    objects whole.
+    Lawns, bridges and roofs differ in shape and size, so each class gets its own pair: on the
+    shipped network's validation images bridges scored best without erosion, buildings with
+    4 px. A class scores a pair by its F1 at IoU 0.5 averaged over the images with objects of
+    it, per group (real, synthetic), then over the groups; a class no validation image holds
+    gets the pair with the best mean over classes. Each row holds a pair, each group's mean F1
+    over its images and their classes, the class scores (``f1 NAME``) and ``mean``, their
+    mean. Images are read as they are, not resampled to the model's resolution: held-out parts
+    of the training data, at the resolutions the network was trained at. The network runs once
+    per image (`ReplayedNetwork`); only the decoding runs once per pair. Higher thresholds and
+    wider erosions split touching objects apart, lower ones keep thin and small objects whole.
     """
     torch.set_num_threads(threads)
     model, spec = load_model(model_path, device)
@@ -89,32 +94,53 @@ def tune_decoding(
         for erosion in SEED_EROSIONS_PX
         for threshold in SEED_THRESHOLDS
     ]
-    f1s: dict[str, list[list[float]]] = {name: [[] for _ in candidates] for name in validation}
-    packaged = {attribute: getattr(model, attribute) for attribute in candidates[0]}
+    per_image: dict[str, list[list[float]]] = {
+        name: [[] for _ in candidates] for name in validation
+    }
+    per_class: dict[str, dict[str, list[list[float]]]] = {}
+    packaged = (model.seed_thresholds, model.seed_erosions_px)
     try:
-        for name, images in validation.items():
+        for group, images in validation.items():
             for image in images:
                 if not len(image.classes):
                     continue
                 replayed = ReplayedNetwork(model, TUNING_CACHE_BYTES)
-                for scores, candidate in zip(f1s[name], candidates, strict=True):
-                    for attribute, value in candidate.items():
-                        setattr(model, attribute, value)
-                    scores.append(_mean_f1(replayed, spec, image, device))
+                for index, candidate in enumerate(candidates):
+                    model.seed_thresholds = [candidate["seed_threshold"]]
+                    model.seed_erosions_px = [candidate["seed_erosion_px"]]
+                    f1s = _class_f1s(replayed, spec, image, device)
+                    per_image[group][index].append(float(np.mean(list(f1s.values()))))
+                    for name, f1 in f1s.items():
+                        by_group = per_class.setdefault(name, {})
+                        by_group.setdefault(group, [[] for _ in candidates])[index].append(f1)
     finally:  # load_model shares the loaded model within the process: leave it as packaged
-        for attribute, value in packaged.items():
-            setattr(model, attribute, value)
+        model.seed_thresholds, model.seed_erosions_px = packaged
     rows: list[dict[str, float]] = []
     for index, candidate in enumerate(candidates):
-        groups = {name: float(np.mean(scores[index])) for name, scores in f1s.items()}
         row = {key: float(value) for key, value in candidate.items()}
-        row |= {name: round(f1, 4) for name, f1 in groups.items()}
-        row["mean"] = round(float(np.mean(list(groups.values()))), 4)
+        row |= {group: round(float(np.mean(f1s[index])), 4) for group, f1s in per_image.items()}
+        classes = {
+            f"f1 {name}": round(float(np.mean([np.mean(f1s[index]) for f1s in groups.values()])), 4)
+            for name, groups in sorted(per_class.items())
+        }
+        row |= classes
+        row["mean"] = round(float(np.mean(list(classes.values()))), 4)
         if report is not None:
             report(row)
         rows.append(row)
-    best = max(rows, key=lambda row: row["mean"])
-    return {key: best[key] for key in candidates[0]}, rows
+    overall = max(rows, key=lambda row: row["mean"])
+    chosen = {}
+    for name in spec.classes.values():
+        best = max(rows, key=lambda row: row[f"f1 {name}"]) if name in per_class else overall
+        chosen[name] = {key: best[key] for key in candidates[0]}
+    return chosen, rows
+
+
+def chosen_f1(scores: Sequence[Mapping[str, float]]) -> float:
+    """The validation F1 of the decoding `tune_decoding` chose from ``scores``: the mean over
+    classes of each class's best score."""
+    names = [key for key in scores[0] if key.startswith("f1 ")]
+    return float(np.mean([max(row[name] for row in scores) for name in names]))
 
 
 class ReplayedNetwork:
@@ -157,7 +183,10 @@ def _tile_key(image: torch.Tensor) -> bytes:
     return shape + hashlib.blake2b(image.cpu().numpy().tobytes(), digest_size=16).digest()
 
 
-def _mean_f1(model: Detector, spec: ModelSpec, image: LabelledImage, device: torch.device) -> float:
+def _class_f1s(
+    model: Detector, spec: ModelSpec, image: LabelledImage, device: torch.device
+) -> dict[str, float]:
+    """F1 at IoU 0.5 of each class with objects in ``image``."""
     predicted = predict_image(model, spec, image.image, image.valid, device=device)
     report = evaluate_instances(
         [InstanceSet(image.instances, image.classes)],
@@ -165,5 +194,5 @@ def _mean_f1(model: Detector, spec: ModelSpec, image: LabelledImage, device: tor
         spec.classes,
         average_precision=False,
     )
-    present = {spec.classes[int(k)] for k in np.unique(image.classes)}
-    return float(np.mean([report["classes"][name]["f1"] for name in present]))
+    present = [spec.classes[int(k)] for k in np.unique(image.classes)]
+    return {name: float(report["classes"][name]["f1"]) for name in present}

@@ -54,12 +54,12 @@ def grow_seeds(seeds: torch.Tensor, region: torch.Tensor, max_steps: int) -> tor
 def decode_instances(
     probabilities: torch.Tensor,
     body_threshold: float = 0.5,
-    seed_threshold: float = 0.6,
+    seed_thresholds: list[float] | None = None,
     min_seed_pixels: int = 4,
     min_pixels: int = 16,
     max_grow_steps: int = 48,
     max_component_steps: int = 64,
-    seed_erosion_px: int = 0,
+    seed_erosions_px: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Instances from per-class body, boundary and contact probabilities ``[3K, H, W]``.
 
@@ -69,8 +69,9 @@ def decode_instances(
         Channel ``3k`` body, ``3k+1`` boundary, ``3k+2`` contact of class ``k`` (0-based), 0..1.
     body_threshold
         Body probability above which a pixel belongs to some object of the class.
-    seed_threshold
-        ``body * (1 - boundary) * (1 - contact)`` above which a pixel is a seed.
+    seed_thresholds
+        ``body * (1 - boundary) * (1 - contact)`` above which a pixel is a seed, per class
+        (one value: every class; default 0.6).
     min_seed_pixels
         Smaller seed components are noise and dropped (their pixels still join a neighbour).
     min_pixels
@@ -78,9 +79,12 @@ def decode_instances(
     max_grow_steps, max_component_steps
         Caps on the growing steps (pixels from a seed to the object's edge) and on the
         connected-component steps (see `geoseg.models.labelmaps.label_components`).
-    seed_erosion_px
-        Seeds are eroded by this many pixels before they are labelled, which cuts the thin
-        necks through gaps in a predicted boundary that would join two touching objects' seeds.
+    seed_erosions_px
+        Seeds are eroded by this many pixels before they are labelled, per class (one value:
+        every class; default 0), which cuts the thin necks through gaps in a predicted
+        boundary that would join two touching objects' seeds. It also removes the seeds of
+        objects narrower than twice the erosion, which then join a neighbour or stand alone:
+        objects of different classes, shapes and sizes are best decoded with different values.
 
     Returns
     -------
@@ -98,7 +102,16 @@ def decode_instances(
     classes: list[torch.Tensor] = []
     scores: list[torch.Tensor] = []
     offset = 0
+    thresholds = [0.6] if seed_thresholds is None else seed_thresholds
+    erosions = [0] if seed_erosions_px is None else seed_erosions_px
+    for count in [len(thresholds), len(erosions)]:
+        if count != 1 and count != num_classes:
+            raise ValueError(
+                f"expected 1 or {num_classes} seed thresholds and erosions, got {count}"
+            )
     for k in range(num_classes):
+        seed_threshold = thresholds[k if len(thresholds) > 1 else 0]
+        seed_erosion_px = erosions[k if len(erosions) > 1 else 0]
         body = probabilities[3 * k]
         boundary = probabilities[3 * k + 1]
         contact = probabilities[3 * k + 2]

@@ -42,8 +42,9 @@ class InstanceSegmenter(nn.Module):
         Run the network in channels-last memory layout (faster convolutions on CPU and GPU).
     tta : bool
         Average the probabilities over the 8 flips and 90-degree rotations (8x slower).
-    body_threshold, seed_threshold, min_seed_pixels, min_pixels, seed_erosion_px
-        Decoding parameters, see `geoseg.models.instances.decode_instances`.
+    body_threshold, seed_thresholds, min_seed_pixels, min_pixels, seed_erosions_px
+        Decoding parameters, see `geoseg.models.instances.decode_instances`; seed thresholds
+        and erosions one per class (or one for all).
     """
 
     def __init__(
@@ -53,10 +54,10 @@ class InstanceSegmenter(nn.Module):
         channels_last: bool = True,
         tta: bool = False,
         body_threshold: float = 0.5,
-        seed_threshold: float = 0.6,
+        seed_thresholds: Sequence[float] = (0.6,),
         min_seed_pixels: int = 4,
         min_pixels: int = 16,
-        seed_erosion_px: int = 0,
+        seed_erosions_px: Sequence[int] = (0,),
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -67,10 +68,10 @@ class InstanceSegmenter(nn.Module):
         self.channels_last = channels_last
         self.tta = tta
         self.body_threshold = body_threshold
-        self.seed_threshold = seed_threshold
+        self.seed_thresholds = [float(value) for value in seed_thresholds]
         self.min_seed_pixels = min_seed_pixels
         self.min_pixels = min_pixels
-        self.seed_erosion_px = seed_erosion_px
+        self.seed_erosions_px = [int(value) for value in seed_erosions_px]
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Detections per image, torchvision style (see `geoseg.models.contract`)."""
@@ -117,10 +118,10 @@ class InstanceSegmenter(nn.Module):
         labels, classes, scores = decode_instances(
             probabilities,
             self.body_threshold,
-            self.seed_threshold,
+            self.seed_thresholds,
             self.min_seed_pixels,
             self.min_pixels,
-            seed_erosion_px=self.seed_erosion_px,
+            seed_erosions_px=self.seed_erosions_px,
         )
         return ranked_detections(labels, classes, scores)
 
@@ -146,14 +147,15 @@ def package_segmenter(
     name: str | None = None,
     precision: str = "auto",
     gsd_m: float | None = None,
-    seed_threshold: float = 0.6,
-    seed_erosion_px: int = 0,
+    seed_thresholds: Sequence[float] = (0.6,),
+    seed_erosions_px: Sequence[int] = (0,),
 ) -> ModelSpec:
     """Wrap ``net`` in an `InstanceSegmenter` and write it as a geoseg model file.
 
     ``classes`` must number the network's classes 1..K in output order; ``gsd_m`` is the ground
-    resolution (m/pixel) it was trained for; ``seed_threshold`` and ``seed_erosion_px`` are the
-    decoding's (see `geoseg.models.instances.decode_instances`). The file offers test-time
+    resolution (m/pixel) it was trained for; ``seed_thresholds`` and ``seed_erosions_px`` are the
+    decoding's, one per class in class order or one for all (see
+    `geoseg.models.instances.decode_instances`). The file offers test-time
     augmentation, off unless the loader switches it on (``geoseg run --tta``).
     """
     if sorted(classes) != list(range(1, net.num_classes + 1)):
@@ -161,8 +163,8 @@ def package_segmenter(
     module = InstanceSegmenter(
         net.cpu(),
         precision=precision,
-        seed_threshold=seed_threshold,
-        seed_erosion_px=seed_erosion_px,
+        seed_thresholds=seed_thresholds,
+        seed_erosions_px=seed_erosions_px,
     )
     module.eval()
     return package_model(
