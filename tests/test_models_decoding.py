@@ -13,6 +13,7 @@ import torch
 from geoseg.models.contract import load_model
 from geoseg.models.datasets import LabelledImage
 from geoseg.models.decoding import (
+    MAX_UPSAMPLING,
     SEED_EROSIONS_PX,
     SEED_THRESHOLDS,
     ReplayedNetwork,
@@ -23,7 +24,7 @@ from geoseg.models.decoding import (
 from geoseg.models.evaluation import predict_image
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.shipped import default_model_path
-from geoseg.models.synthetic import CLASSES, synthetic_images
+from geoseg.models.synthetic import CLASSES, generate_scene, synthetic_images
 from geoseg.models.training import MEAN, STD
 from geoseg.models.unet import UNet
 
@@ -125,3 +126,39 @@ def test_a_replayed_network_decodes_what_it_kept_as_the_model_would(tmp_path: Pa
     assert any(not np.array_equal(a, b) for a, b in zip(decoded[:2], decoded[2:], strict=True))
     assert len(replayed.kept) == 2 * 4  # 4 tiles of 96 px per scene
     assert not nothing_kept.kept
+
+
+def _scene_at(seed: int, gsd_m: float) -> LabelledImage:
+    scene = generate_scene(seed, 96, gsd_m)
+    return LabelledImage(
+        scene.image, scene.instances, scene.classes, np.ones((96, 96), bool), "s", gsd_m
+    )
+
+
+def test_the_decoding_is_chosen_on_images_fine_enough_for_the_models_resolution(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "at_0.3m.pt"
+    package_segmenter(tiny_network(), model, classes=CLASSES, mean=MEAN, std=STD, gsd_m=0.3)
+    fine, coarse = _scene_at(3, 0.2), _scene_at(4, 0.3 * MAX_UPSAMPLING * 1.1)
+    assert len(fine.classes)
+    assert len(coarse.classes)
+
+    _, scores = tune_decoding(model, {"fine": [fine], "coarse": [coarse]}, 1, CPU)
+    assert scores
+    assert all("fine" in row and "coarse" not in row for row in scores)
+
+    out = tmp_path / "untuned.pt"
+    _, chosen, scores = package_tuned(
+        tiny_network(),
+        out,
+        {"coarse": [coarse]},
+        1,
+        CPU,
+        classes=CLASSES,
+        mean=MEAN,
+        std=STD,
+        gsd_m=0.3,
+    )
+    assert (chosen, scores) == ({}, [])
+    assert load_model(out, CPU)[0].seed_erosions_px == [0]
