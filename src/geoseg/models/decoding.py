@@ -52,17 +52,11 @@ def package_tuned(
     which passes each pair's scores to ``report``).
 
     Returns the file's spec, the chosen decoding per class name and the scores of every pair
-    tried. Groups with no labelled object are left out; with none left, the file keeps the
-    default decoding.
+    tried. With no labelled object to score, the file keeps the default decoding.
     """
     package = partial(package_segmenter, net, out, **options)
     spec = package()
-    groups = {
-        name: images for name, images in validation.items() if any(len(im.classes) for im in images)
-    }
-    if not groups:
-        return spec, {}, []
-    decoding, scores = tune_decoding(out, groups, threads, device, report)
+    decoding, scores = tune_decoding(out, validation, threads, device, report)
     if not decoding:
         return spec, {}, []
     names = [spec.classes[class_id] for class_id in sorted(spec.classes)]

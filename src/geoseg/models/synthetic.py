@@ -439,8 +439,9 @@ def _paint_buildings(canvas: _Canvas) -> None:
         if at is None:
             continue
         units = [shapely.affinity.translate(unit, *at) for unit in units]
-        canvas.take("building", shapely.union_all(units))
-        canvas.shadow(shapely.union_all(units), height)
+        outline = shapely.union_all(units)
+        canvas.take("building", outline)
+        canvas.shadow(outline, height)
         base = _ROOFS[rng.integers(len(_ROOFS))]
         for unit in units:
             colour = base if rng.random() < 0.5 else _ROOFS[rng.integers(len(_ROOFS))]

@@ -247,7 +247,7 @@ def make_batch(
     missing (bridges from half the batches), and fine-tuning then forgot it or marked roofs as
     one. The others are drawn from the sources by weight, as nnU-Net fills its batches.
     """
-    draws = [_object_draw(sources, c, rng) for c in _object_classes(sources)][: config.batch_size]
+    draws = [_object_draw(sources, c, rng) for c in _object_classes(sources)[: config.batch_size]]
     weights = np.array([s.weight for s in sources], dtype=np.float64)
     while len(draws) < config.batch_size:
         source = sources[int(rng.choice(len(sources), p=weights / weights.sum()))]
