@@ -18,7 +18,14 @@ from geoseg.models.recipe import (
 )
 from geoseg.models.segmenter import package_segmenter
 from geoseg.models.synthetic import CLASSES, synthetic_images
-from geoseg.models.training import MEAN, STD, TrainingConfig, build_network, save_weights
+from geoseg.models.training import (
+    MEAN,
+    STD,
+    TrainingConfig,
+    build_network,
+    save_weights,
+    split_validation,
+)
 from geoseg.models.unet import UNet
 
 
@@ -67,7 +74,10 @@ def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path)
         ["--out", str(tmp_path / "m.pt"), "--weights", str(weights), "--synthetic-scenes", "10"]
     )
 
-    summary = run(args, synthetic_images(1, size=192, seed=3)[0])
+    real = synthetic_images(1, size=192, seed=2)[0]  # 0.18 m, an object in its validation rows
+    assert len(split_validation([real], 0.15)[1][0].classes)
+
+    summary = run(args, real)
 
     assert summary["weights"] == str(weights)
     assert "pretrain" not in summary

@@ -7,13 +7,18 @@ import pytest
 import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shapely.geometry import box
+from shapely.geometry import LineString, box
 
 from geoseg.models.synthetic import (
     BRIDGE,
     BUILDING,
     LAWN,
     _Canvas,
+    _deck,
+    _paint_cars,
+    _paint_party_walls,
+    _paint_trees,
+    _rectangle,
     generate_scene,
     synthetic_images,
 )
@@ -106,3 +111,63 @@ def test_a_shape_with_no_room_is_left_out() -> None:
 
     assert canvas.place(box(-2, -2, 2, 2), ("water",), 0.0, margin=4.0) is None
     assert canvas.place(box(-2, -2, 2, 2), ("road",), 0.0, margin=4.0) is not None
+
+
+def test_a_terrace_shows_a_wall_between_its_units() -> None:
+    canvas = _Canvas(np.random.default_rng(0), 64, 0.15)
+    units = [_rectangle(22, 32, 20, 16, 0), _rectangle(42, 32, 20, 16, 0)]
+    roof = canvas.mask(shapely.union_all(units))
+    canvas.paint(roof, (0.5, 0.5, 0.5))
+
+    _paint_party_walls(canvas, units)
+
+    brightness = canvas.image.mean(axis=2)
+    assert abs(brightness[25:40, 31:33].mean() - 0.5) >= 0.1  # the seam at x = 32
+    assert np.allclose(brightness[25:40, 14:28], 0.5)  # the units' own roofs
+    assert np.allclose(brightness[~roof], 0.0)  # nothing outside them
+
+
+def test_neighbouring_lawns_differ_in_tone() -> None:
+    ratios = []
+    for seed in range(30):
+        scene = generate_scene(seed, size=192)
+        lawns = set((np.flatnonzero(scene.classes == LAWN) + 1).tolist())
+        labels = scene.instances
+        pairs = {
+            tuple(sorted((int(a), int(b))))
+            for first, second in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:]))
+            for a, b in zip(first.ravel(), second.ravel(), strict=True)
+            if a != b and a in lawns and b in lawns
+        }
+        brightness = scene.image.astype(np.float64).sum(axis=0)
+        for a, b in pairs:
+            tones = sorted(np.median(brightness[labels == index]) for index in (a, b))
+            ratios.append(tones[1] / tones[0])
+    assert len(ratios) >= 10
+    assert np.mean(np.array(ratios) >= 1.06) >= 0.9  # tones alike before: half of them
+
+
+def test_bridges_across_one_river_stay_apart() -> None:
+    canvas = _Canvas(np.random.default_rng(1), 128, 0.5)
+    river = LineString([(0, 64), (128, 64)])
+    built = []
+    for _ in range(6):
+        placed = _deck(canvas, river, 40.0, 12.0)
+        if placed is not None:
+            built.append(placed[0])
+            canvas.take("bridge", placed[0])
+    assert len(built) >= 2
+    for index, deck in enumerate(built):
+        assert all(deck.distance(other) >= canvas.px(2) for other in built[index + 1 :])
+
+
+def test_trees_keep_off_water_and_cars_off_bridge_decks() -> None:
+    canvas = _Canvas(np.random.default_rng(2), 64, 0.2)
+    canvas.take("water", box(-20, -20, 84, 84))
+    road = LineString([(0, 32), (64, 32)])
+    canvas.take("bridge", box(-20, 20, 84, 44))
+
+    _paint_trees(canvas)
+    _paint_cars(canvas, [road])
+
+    assert not canvas.image.any()

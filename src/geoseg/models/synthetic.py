@@ -8,8 +8,12 @@ units, shadows) and distractors: trees whose crowns hide parts of lawns and roof
 soil and water. Sizes are set in metres, so objects scale with the resolution. Objects are
 laid out as a site plan would have them: buildings stand apart from each other (a terrace's
 units share walls), off roads, water and bridges; lawns lie off roads, water and each other
-(a pair mown in different directions shares an edge). The instance map holds what is visible
-from above (a crown over a lawn or a roof cuts it; a roof cuts the lawn it stands in).
+(a pair of another tone, mown in different directions, shares an edge); bridges over one
+river stay apart, trees stand on land, cars drive under a deck unseen. Every instance can be
+told from its neighbours in the image: separately placed objects are at least 2 pixels apart
+and touching ones differ (a terrace's wall tops, a lawn's tone), for a model cannot learn to
+split what the pixels do not show. The instance map holds what is visible from above (a crown
+over a lawn or a roof cuts it; a roof cuts the lawn it stands in).
 Colours were matched by eye to the Kampala (0.15 m), Zurich (0.5 m) and Manila (0.1 m)
 rasters in ``shared/data``.
 
@@ -18,6 +22,7 @@ Scenes are reproducible: the same seed and arguments give the same scene.
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +35,7 @@ import shapely
 import shapely.affinity
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's own convention)
-from shapely.geometry import LineString, Polygon, box
+from shapely.geometry import LineString, Point, Polygon, box
 
 from geoseg.models.datasets import LabelledImage
 
@@ -43,6 +48,9 @@ GSD_RANGE_M = (0.1, 1.0)
 """Ground resolutions drawn when none is given, metres per pixel (log-uniform)."""
 
 _MIN_VISIBLE_PX = 12
+_MIN_GAP_PX = 2.0
+"""Least gap between separately placed lawns or buildings, so that they are apart in pixels
+too (at 1 m a 0.5 m gap would vanish)."""
 _PLACEMENT_TRIES = 12
 """Positions tried for a lawn or a building before it is left out of a crowded scene."""
 
@@ -299,13 +307,12 @@ def _paint_bridges(
     if roads and rng.random() < 0.4:
         crossings.append((roads[0], canvas.px(12)))
     for line, gap in crossings:
-        at = line.interpolate(rng.uniform(0.3, 0.7), normalized=True)
-        ahead = line.interpolate(line.project(at) + 2.0)
-        direction = math.degrees(math.atan2(ahead.y - at.y, ahead.x - at.x)) + 90
-        direction += rng.normal(0, 12)
         length = gap + canvas.px(rng.uniform(10, 30))
         width = canvas.px(rng.uniform(4, 16))
-        deck = _rectangle(at.x, at.y, length, width, direction)
+        placed = _deck(canvas, line, length, width)
+        if placed is None:
+            continue
+        deck, at, direction = placed
         canvas.take("bridge", deck)
         canvas.shadow(deck, rng.uniform(4, 10))
         deck_mask = canvas.mask(deck)
@@ -320,6 +327,24 @@ def _paint_bridges(
             canvas.paint(canvas.mask(spine), (0.85, 0.83, 0.7))
         canvas.unlabel(deck_mask)
         canvas.label(deck_mask, BRIDGE)
+
+
+def _deck(
+    canvas: _Canvas, line: LineString, length: float, width: float
+) -> tuple[Polygon, Point, float] | None:
+    """A deck across ``line`` near its middle, 2 m clear of the decks already built (two
+    bridges never overlap), with its centre and direction; None if no try finds room."""
+    rng = canvas.rng
+    built = canvas.taken.get("bridge", [])
+    for _ in range(_PLACEMENT_TRIES):
+        at = line.interpolate(rng.uniform(0.3, 0.7), normalized=True)
+        ahead = line.interpolate(line.project(at) + 2.0)
+        direction = math.degrees(math.atan2(ahead.y - at.y, ahead.x - at.x)) + 90
+        direction += rng.normal(0, 12)
+        deck = _rectangle(at.x, at.y, length, width, direction)
+        if not built or not shapely.dwithin(deck, built, canvas.px(2)).any():
+            return deck, at, direction
+    return None
 
 
 def _stripes(canvas: _Canvas) -> npt.NDArray[np.float32] | float:
@@ -349,7 +374,8 @@ def _paint_lawns(canvas: _Canvas) -> None:
                 0.0, 0.0, 2 * radius, radius * rng.uniform(0.5, 1.5), rng.uniform(0, 180)
             )
             shape = shape.buffer(-radius * 0.1).buffer(radius * 0.1)
-        at = canvas.place(shape, ("road", "water", "lawn"), canvas.px(1.0), canvas.px(5))
+        gap = max(canvas.px(1.0), _MIN_GAP_PX)
+        at = canvas.place(shape, ("road", "water", "lawn"), gap, canvas.px(5))
         if at is None:
             continue
         shape = shapely.affinity.translate(shape, *at)
@@ -360,11 +386,14 @@ def _paint_lawns(canvas: _Canvas) -> None:
             half = shapely.affinity.translate(cut, *_unit(rng, 2 * radius))
             parts = [shapely.intersection(shape, half), shapely.difference(shape, half)]
         base = np.array((0.30, 0.45, 0.20)) * rng.uniform(0.75, 1.2) + rng.normal(0, 0.025, 3)
-        for part in parts:
+        base *= rng.uniform(0.9, 1.1, 3)
+        # Neighbouring lawns differ in tone (watering, mowing, grass), at any resolution.
+        tones = [1.0, 1.0 + rng.choice((-1, 1)) * rng.uniform(0.12, 0.25)]
+        for part, tone in zip(parts, tones, strict=False):
             region = canvas.mask(part)
             if region.sum() < _MIN_VISIBLE_PX:
                 continue
-            colour = base * rng.uniform(0.9, 1.1, 3)
+            colour = base * tone
             texture = canvas.noise(rng.uniform(1, 6), 3) * rng.uniform(0.06, 0.15)
             stripes = _stripes(canvas)
             canvas.paint(region, colour, texture + stripes)
@@ -432,7 +461,7 @@ def _paint_buildings(canvas: _Canvas) -> None:
                 )
                 for i in range(pieces)
             ]
-        gap = canvas.px(rng.uniform(0.5, 4))
+        gap = max(canvas.px(rng.uniform(0.5, 4)), _MIN_GAP_PX)
         at = canvas.place(
             shapely.union_all(units), ("road", "water", "bridge", "building"), gap, canvas.px(4)
         )
@@ -443,13 +472,29 @@ def _paint_buildings(canvas: _Canvas) -> None:
         canvas.take("building", outline)
         canvas.shadow(outline, height)
         base = _ROOFS[rng.integers(len(_ROOFS))]
+        regions = []
         for unit in units:
             colour = base if rng.random() < 0.5 else _ROOFS[rng.integers(len(_ROOFS))]
             colour = np.clip(colour * rng.uniform(0.85, 1.12) + rng.normal(0, 0.02, 3), 0, 1)
-            region = _paint_roof(canvas, unit, angle, colour)
+            regions.append(_paint_roof(canvas, unit, angle, colour))
+        _paint_party_walls(canvas, units)
+        for region in regions:
             if region.sum() >= _MIN_VISIBLE_PX:
                 canvas.unlabel(region)
                 canvas.label(region, BUILDING)
+
+
+def _paint_party_walls(canvas: _Canvas, units: list[Polygon]) -> None:
+    """Paint the wall tops between a terrace's neighbouring units, lighter or darker than the
+    roofs, at least a pixel and a half wide: the seam a labeller separates units by, without
+    which touching units of one roof colour cannot be told apart."""
+    rng = canvas.rng
+    width = max(canvas.px(0.3), 1.5)
+    for first, second in itertools.pairwise(units):
+        seam = shapely.intersection(first.buffer(width / 2), second.buffer(width / 2))
+        wall = canvas.mask(seam) & canvas.mask(shapely.union(first, second))
+        shade = rng.uniform(0.55, 0.75) if rng.random() < 0.5 else rng.uniform(1.25, 1.45)
+        canvas.image[wall] = np.clip(canvas.image[wall] * shade, 0, 1)
 
 
 def _paint_trees(canvas: _Canvas) -> None:
@@ -457,9 +502,13 @@ def _paint_trees(canvas: _Canvas) -> None:
     area_m2 = (canvas.size * canvas.gsd) ** 2
     count = int(rng.poisson(min(max(area_m2 / 300, 2.0), 40)))
     for _ in range(count):
-        cx, cy = canvas.random_point()
         radius = canvas.px(rng.uniform(1.5, 7))
-        crown = _blob(rng, cx, cy, radius, int(rng.integers(7, 14))).buffer(radius * 0.15)
+        crown = _blob(rng, 0.0, 0.0, radius, int(rng.integers(7, 14))).buffer(radius * 0.15)
+        at = canvas.place(crown, ("water", "bridge"), 0.0, 0.0)
+        if at is None:
+            continue
+        cx, cy = at
+        crown = shapely.affinity.translate(crown, cx, cy)
         canvas.shadow(crown, rng.uniform(3, 12))
         region = canvas.mask(crown)
         colour = np.array((0.19, 0.29, 0.12)) * rng.uniform(0.7, 1.5)
@@ -486,6 +535,8 @@ def _paint_cars(canvas: _Canvas, roads: list[LineString]) -> None:
                 canvas.px(1.8),
                 angle,
             )
+            if shapely.intersects(car, canvas.taken.get("bridge", [])).any():
+                continue  # the road runs under the deck
             canvas.shadow(car, 1.5)
             colour = rng.choice(
                 [
