@@ -23,6 +23,8 @@ from geoseg.models.training import (
     STD,
     TrainingConfig,
     build_network,
+    load_checkpoint,
+    network_from_checkpoint,
     save_weights,
     split_validation,
 )
@@ -69,7 +71,8 @@ def test_the_recipe_needs_a_model_to_write_or_to_score() -> None:
 def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path) -> None:
     config = TrainingConfig(classes=CLASSES, widths=(4, 8))
     weights = tmp_path / "trained.ckpt"
-    save_weights(weights, build_network(config), config)
+    net = build_network(config)
+    save_weights(weights, net, config)
     args = build_parser().parse_args(
         ["--out", str(tmp_path / "m.pt"), "--weights", str(weights), "--synthetic-scenes", "10"]
     )
@@ -80,6 +83,9 @@ def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path)
     summary = run(args, real)
 
     assert summary["weights"] == str(weights)
+    beside = load_checkpoint(tmp_path / "m.ckpt")  # the weights, for geoseg train --init
+    assert "optimizer" not in beside
+    assert network_from_checkpoint(beside).state_dict().keys() == net.state_dict().keys()
     assert "pretrain" not in summary
     assert "finetune" not in summary
     model, _ = load_model(tmp_path / "m.pt", torch.device("cpu"))

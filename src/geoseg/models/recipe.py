@@ -49,6 +49,7 @@ from geoseg.models.training import (
     TrainingConfig,
     TrainingResult,
     TrainingSource,
+    config_from_checkpoint,
     held_out_count,
     load_checkpoint,
     make_batch,
@@ -123,7 +124,9 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
     held_scenes = synthetic_images(held, size=384, seed=base_seed + trained, workers=args.workers)
     kampala_train, kampala_val = split_validation([kampala], 0.15)
     if args.weights:
-        net = network_from_checkpoint(load_checkpoint(args.weights))
+        document = load_checkpoint(args.weights)
+        net = network_from_checkpoint(document)
+        save_weights(out.with_suffix(".ckpt"), net, config_from_checkpoint(document))
         summary["weights"] = str(args.weights)
     else:
         train_scenes = synthetic_images(trained, size=384, seed=base_seed, workers=args.workers)
@@ -355,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         metavar="CKPT",
         help="skip training: package, tune and score these trained weights (a .ckpt the recipe "
-        "wrote, on a GPU machine say); pass the same --synthetic-scenes and --seed",
+        "or geoseg train wrote, on a GPU machine say), and write them without any optimiser "
+        "state beside --out; pass the same --synthetic-scenes and --seed",
     )
     parser.add_argument(
         "--evaluate", action="store_true", help="score the result on z21 and synthetic scenes"
