@@ -23,8 +23,9 @@ from tests.conftest import SHARED_DATA
 
 MAX_BYTES = 25 * 2**20
 MAX_PARAMETERS = 10_000_000
-BUILDING_F1 = 0.538
-"""Building F1 at IoU 0.5 of the shipped model on Kampala z21, as the README reports it."""
+BUILDING_F1 = 0.670
+"""Building F1 at IoU 0.5 of the shipped model on Kampala z21, as the README reports it (bf16;
+0.657 in fp32, as on a CPU without native bf16)."""
 BRIDGE_FALSE_POSITIVES = 0
 """Bridges the shipped model sees in Kampala z21, which has none."""
 
