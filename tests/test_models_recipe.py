@@ -25,6 +25,7 @@ from geoseg.models.training import (
     build_network,
     load_checkpoint,
     network_from_checkpoint,
+    save_checkpoint,
     save_weights,
     split_validation,
 )
@@ -66,6 +67,24 @@ def test_one_labelled_image_is_scored_with_every_object_counted_once(tmp_path: P
 def test_the_recipe_needs_a_model_to_write_or_to_score() -> None:
     with pytest.raises(SystemExit):
         main(["--minutes", "1"])
+
+
+def test_packaging_a_run_s_checkpoint_beside_it_keeps_its_state_to_resume(
+    tmp_path: Path,
+) -> None:
+    config = TrainingConfig(classes=CLASSES, widths=(4, 8))
+    net = build_network(config)
+    run_checkpoint = tmp_path / "ft.ckpt"
+    save_checkpoint(run_checkpoint, net, torch.optim.AdamW(net.parameters()), 5, config, 10)
+    out, scenes = str(tmp_path / "ft.pt"), "10"
+    args = build_parser().parse_args(
+        ["--out", out, "--weights", str(run_checkpoint), "--synthetic-scenes", scenes]
+    )
+
+    run(args, synthetic_images(1, size=192, seed=2)[0])
+
+    assert "optimizer" in load_checkpoint(run_checkpoint)
+    assert (tmp_path / "ft.pt").exists()
 
 
 def test_trained_weights_are_packaged_and_tuned_without_training(tmp_path: Path) -> None:

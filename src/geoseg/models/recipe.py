@@ -126,7 +126,9 @@ def run(args: argparse.Namespace, kampala: LabelledImage) -> dict[str, object]:
     if args.weights:
         document = load_checkpoint(args.weights)
         net = network_from_checkpoint(document)
-        save_weights(out.with_suffix(".ckpt"), net, config_from_checkpoint(document))
+        beside = out.with_suffix(".ckpt")
+        if beside != Path(args.weights).resolve():  # never drop a run's state to resume from
+            save_weights(beside, net, config_from_checkpoint(document))
         summary["weights"] = str(args.weights)
     else:
         train_scenes = synthetic_images(trained, size=384, seed=base_seed, workers=args.workers)
@@ -359,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="skip training: package, tune and score these trained weights (a .ckpt the recipe "
         "or geoseg train wrote, on a GPU machine say), and write them without any optimiser "
-        "state beside --out; pass the same --synthetic-scenes and --seed",
+        "state beside --out (unless CKPT is that file); pass the same --synthetic-scenes and "
+        "--seed",
     )
     parser.add_argument(
         "--evaluate", action="store_true", help="score the result on z21 and synthetic scenes"
