@@ -129,13 +129,16 @@ class _Canvas:
     ) -> tuple[float, float] | None:
         """A random point to move ``shape`` (drawn around the origin) to, where it stays
         ``gap`` pixels clear of the ground that ``avoid`` kinds hold; None if no try finds one."""
-        held = [taken for kind in avoid for taken in self.taken.get(kind, [])]
         for _ in range(_PLACEMENT_TRIES):
             point = self.random_point(margin)
-            moved = shapely.affinity.translate(shape, *point)
-            if not held or not shapely.dwithin(moved, held, gap).any():
+            if self.clear(shapely.affinity.translate(shape, *point), avoid, gap):
                 return point
         return None
+
+    def clear(self, shape: shapely.Geometry, avoid: tuple[str, ...], gap: float) -> bool:
+        """Whether ``shape`` stays more than ``gap`` pixels from the ground ``avoid`` kinds hold."""
+        held = [taken for kind in avoid for taken in self.taken.get(kind, [])]
+        return not shapely.dwithin(shape, held, gap).any()
 
     def px(self, metres: float) -> float:
         return metres / self.gsd
@@ -335,14 +338,13 @@ def _deck(
     """A deck across ``line`` near its middle, 2 m clear of the decks already built (two
     bridges never overlap), with its centre and direction; None if no try finds room."""
     rng = canvas.rng
-    built = canvas.taken.get("bridge", [])
     for _ in range(_PLACEMENT_TRIES):
         at = line.interpolate(rng.uniform(0.3, 0.7), normalized=True)
         ahead = line.interpolate(line.project(at) + 2.0)
         direction = math.degrees(math.atan2(ahead.y - at.y, ahead.x - at.x)) + 90
         direction += rng.normal(0, 12)
         deck = _rectangle(at.x, at.y, length, width, direction)
-        if not built or not shapely.dwithin(deck, built, canvas.px(2)).any():
+        if canvas.clear(deck, ("bridge",), canvas.px(2)):
             return deck, at, direction
     return None
 
@@ -535,7 +537,7 @@ def _paint_cars(canvas: _Canvas, roads: list[LineString]) -> None:
                 canvas.px(1.8),
                 angle,
             )
-            if shapely.intersects(car, canvas.taken.get("bridge", [])).any():
+            if not canvas.clear(car, ("bridge",), 0.0):
                 continue  # the road runs under the deck
             canvas.shadow(car, 1.5)
             colour = rng.choice(
